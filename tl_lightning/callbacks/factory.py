@@ -1,0 +1,32 @@
+"""Lightning callbacks from the ``callbacks`` config group."""
+
+import os
+from typing import List
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import (EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar,
+                                         TQDMProgressBar)
+
+from tl_lightning.callbacks.confusion_matrix import ConfusionMatrixPlot
+
+
+def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
+    callbacks: List[L.Callback] = []
+    ckpt = cfg.model_checkpoint
+    if ckpt.enabled:
+        callbacks.append(ModelCheckpoint(
+            dirpath=os.path.join(output_dir, "checkpoints"), filename="best", monitor=ckpt.monitor, mode=ckpt.mode,
+            save_last=ckpt.save_last, save_top_k=ckpt.save_top_k, auto_insert_metric_name=False))
+    stop = cfg.early_stopping
+    if stop.enabled:
+        callbacks.append(EarlyStopping(monitor=stop.monitor, mode=stop.mode, patience=stop.patience, min_delta=stop.min_delta))
+    if cfg.lr_monitor.enabled and has_logger:
+        callbacks.append(LearningRateMonitor(logging_interval=cfg.lr_monitor.logging_interval))
+    callbacks.append(RichProgressBar() if cfg.rich_progress_bar.enabled else TQDMProgressBar())
+    if cfg.confusion_matrix.enabled:
+        callbacks.append(ConfusionMatrixPlot(output_dir))
+    for name, node in (cfg.extra or {}).items():
+        if node is not None:
+            callbacks.append(instantiate(node))
+    return callbacks

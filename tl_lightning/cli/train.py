@@ -1,0 +1,74 @@
+"""``python train.py``: Hydra composes the config; we check it, then run the task.
+
+Only Hydra and OmegaConf are imported at module level: the config is checked
+against the schemas before torch, Lightning or any model code is imported.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from tl_lightning.config.validate import validate_config
+from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+log = logging.getLogger("tl_lightning")
+
+
+def task(cfg: DictConfig) -> Optional[float]:
+    """The Hydra task function: returns the optimized metric for sweepers."""
+    cfg = validate_config(cfg)
+    hydra_cfg = HydraConfig.get()
+    output_dir = hydra_cfg.runtime.output_dir
+    group = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        group = Path(hydra_cfg.sweep.dir).name
+    choice = hydra_cfg.runtime.choices.get("backbone", "")
+    backbone_choice = f"backbone={choice}" + (f" backbone.name={cfg.backbone.name}" if choice == "timm" else "")
+    OmegaConf.save(cfg, os.path.join(output_dir, "config_resolved.yaml"))
+
+    from tl_lightning.run import train  # heavy imports only after the config is known to be valid
+
+    metrics, summary = train(cfg, output_dir, group=group, backbone_choice=backbone_choice)
+    value = metrics.get(cfg.optimized_metric)
+    log.info("%s = %s; summary in %s", cfg.optimized_metric, value, os.path.join(output_dir, "summary.json"))
+    return value
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf errors span several lines; keep what is wrong, what is valid and where."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.options:
+        first = str(exc).strip().splitlines()[0]
+        return f"{first}; valid options: {', '.join(sorted(exc.options))}"
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    cause = exc.__cause__
+    if cause is not None:
+        cause_lines = [ln.strip() for ln in str(cause).strip().splitlines() if ln.strip()]
+        lines = lines[:1] + cause_lines[:1] + lines[1:]
+    return " ".join(lines[:3]) if lines else type(exc).__name__
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit with status 2."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+    hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")(task)
+    try:
+        hydra_main()
+    except (TLError, HydraException, OmegaConfBaseException) as exc:
+        if user_wants_traceback:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)

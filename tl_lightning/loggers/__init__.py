@@ -1,0 +1,36 @@
+"""Lightning loggers from the ``logger`` config group; W&B runs are always finished."""
+
+import os
+from typing import Any, Dict, List, Optional
+
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+
+
+def wandb_mode_offline(offline: bool) -> bool:
+    """Offline unless asked for online by config or by WANDB_MODE=online."""
+    return offline and os.environ.get("WANDB_MODE", "").lower() != "online"
+
+
+def build_loggers(cfg, output_dir: str, run_config: Dict[str, Any], group: Optional[str], run_name: str) -> List[Logger]:
+    loggers: List[Logger] = []
+    if cfg.wandb is not None:
+        w = cfg.wandb
+        loggers.append(WandbLogger(
+            project=w.project, entity=w.entity, name=w.name or run_name, group=w.group or group,
+            tags=list(w.tags) or None, offline=wandb_mode_offline(w.offline), save_dir=output_dir,
+            log_model=w.log_model, job_type=w.job_type, config=run_config,
+        ))
+    if cfg.csv is not None:
+        loggers.append(CSVLogger(save_dir=output_dir, name=cfg.csv.name, version=""))
+    if cfg.tensorboard is not None:
+        loggers.append(TensorBoardLogger(save_dir=output_dir, name=cfg.tensorboard.name, version=""))
+    return loggers
+
+
+def finish_wandb() -> None:
+    """Close the active W&B run (if any) so the next multirun job starts a new one."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()

@@ -1,0 +1,31 @@
+"""Classification metrics for one evaluation stage, all from torchmetrics."""
+
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+
+class StageMetrics(nn.Module):
+    """Accuracy and macro-F1 (logged as scalars), per-class accuracy and a confusion matrix."""
+
+    def __init__(self, stage: str, num_classes: int):
+        super().__init__()
+        self.stage = stage
+        self.scalars = MetricCollection(
+            {"acc": MulticlassAccuracy(num_classes, average="micro"),
+             "f1_macro": MulticlassF1Score(num_classes, average="macro")},
+            prefix=f"{stage}/",
+        )
+        self.per_class = MulticlassAccuracy(num_classes, average=None)
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+
+    def update(self, logits, target) -> None:
+        preds = logits.argmax(dim=-1)
+        self.scalars.update(preds, target)
+        self.per_class.update(preds, target)
+        self.confusion.update(preds, target)
+
+    def reset(self) -> None:
+        self.scalars.reset()
+        self.per_class.reset()
+        self.confusion.reset()

@@ -1,0 +1,104 @@
+"""TransferModule: one LightningModule for every strategy (backbone + new head + loss + metrics)."""
+
+from typing import Any, Dict, List, Optional
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from tl_lightning.backbones.base import Backbone
+from tl_lightning.metrics import StageMetrics
+from tl_lightning.optim import build_optimizer, build_scheduler
+from tl_lightning.strategies.base import Strategy
+
+
+class TransferModule(L.LightningModule):
+    def __init__(self, backbone: Backbone, num_classes: int, strategy: Strategy, optimizer_cfg, scheduler_cfg,
+                 class_names: Optional[List[str]] = None, head_dropout: float = 0.0,
+                 run_config: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(backbone.feature_dim, num_classes))
+        self.criterion = nn.CrossEntropyLoss()
+        self.strategy = strategy
+        self.optimizer_cfg = optimizer_cfg
+        self.scheduler_cfg = scheduler_cfg
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.run_config = run_config or {}
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_metrics = StageMetrics("val", num_classes)
+        self.test_metrics = StageMetrics("test", num_classes)
+        strategy.setup(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            self.strategy.on_train_mode(self)
+        return self
+
+    def parameter_counts(self) -> Dict[str, int]:
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        return {"trainable": trainable, "frozen": total - trainable}
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        self.log("train/ce", loss, on_step=False, on_epoch=True)
+        penalty = self.strategy.penalty(self)
+        if penalty is not None:
+            self.log("train/penalty", penalty, on_step=False, on_epoch=True)
+            loss = loss + penalty
+        self.train_acc(logits.argmax(-1), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, batch, metrics: StageMetrics) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{metrics.stage}/loss", self.criterion(logits, y), on_epoch=True, sync_dist=True, prog_bar=True)
+        metrics.update(logits, y)
+
+    def _eval_epoch_end(self, metrics: StageMetrics) -> None:
+        self.log_dict(metrics.scalars.compute(), sync_dist=False, prog_bar=True)
+        per_class = metrics.per_class.compute()
+        for name, value in zip(self.class_names, per_class):
+            self.log(f"{metrics.stage}/acc_class/{name}", value)
+        metrics.reset()
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end(self.val_metrics)
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end(self.test_metrics)
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.strategy.param_groups(self), self.optimizer_cfg)
+        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        scheduler = build_scheduler(optimizer, self.scheduler_cfg, int(self.trainer.estimated_stepping_batches), max_epochs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["tl_lightning"] = {
+            "config": self.run_config, "class_names": self.class_names,
+            "strategy": self.strategy.name, "strategy_state": self.strategy.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        extra = checkpoint.get("tl_lightning", {})
+        if "strategy_state" in extra:
+            self.strategy.load_state_dict(extra["strategy_state"])

@@ -1,0 +1,8 @@
+"""The baseline transfer must beat: the same architecture from random weights, all of it trained."""
+
+from tl_lightning.strategies.finetune import Finetune
+
+
+class Scratch(Finetune):
+    name = "scratch"
+    uses_pretrained = False
