@@ -1,0 +1,27 @@
+# Set-up and entry points. Both targets reuse .venv once it is complete.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: train test install data clean-logs
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+data:
+	@bash scripts/install_fashion_mnist.sh
+
+train: install data
+	$(PY) train.py $(ARGS)
+
+test: install data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-logs:
+	rm -rf logs

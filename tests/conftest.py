@@ -1,0 +1,54 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+
+# Tiny, fast defaults for end-to-end runs: 32 px synthetic data, random-init resnet18, CSV logging.
+
+def tiny(data="synthetic"):
+    base = ["backbone=resnet18", "backbone.pretrained=false", f"data={data}", "data.image_size=32",
+            "data.batch_size=8", "trainer.max_epochs=2", "logger=csv", "callbacks.rich_progress_bar.enabled=false"]
+    return base + (["data.per_class=12"] if data == "synthetic" else [])
+
+
+TINY = tiny()
+
+
+def run_train(args, run_dir, env=None, timeout=600):
+    """Run `python train.py` in a subprocess; return CompletedProcess."""
+    full_env = {**os.environ, "TL_OFFLINE": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
+    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def compose():
+    """Compose conf/train.yaml with overrides, as train.py would (hydra resolvers included)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    def _compose(overrides=(), run_dir="/tmp/tl-test-run"):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            cfg = hydra_compose("train", overrides=[f"hydra.run.dir={run_dir}", *overrides], return_hydra_config=True)
+            OmegaConf.set_readonly(cfg.hydra, False)
+            with open_dict(cfg):
+                cfg.hydra.runtime.output_dir = run_dir
+                cfg.hydra.runtime.cwd = str(ROOT)
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            return cfg
+
+    return _compose
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("TL_OFFLINE", "1")

