@@ -1,0 +1,117 @@
+"""Harness overhead: the same epochs, model, data and batch size through `tl_lightning`
+(Lightning Trainer, default callbacks, CSV logger, checkpointing, test on the best
+checkpoint) and through a plain PyTorch loop (train, validate each epoch, test), in
+one invocation. Prints both wall times and their ratio; target: harness <= 1.05x.
+
+    python scripts/bench_overhead.py                 # EfficientNet-Lite0 (embedded weights), Fashion-MNIST
+    python scripts/bench_overhead.py --repeats 5 --epochs 8
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+OVERRIDES = [
+    "backbone=efficientnet_lite0", "data=fashion_mnist", "strategy=finetune", "logger=csv",
+    "data.samples_per_class=20", "data.eval_per_class=20", "data.image_size=64", "data.batch_size=16",
+    "callbacks.rich_progress_bar.enabled=false", "callbacks.early_stopping.enabled=false",
+]
+
+
+def plain_loop(cfg) -> float:
+    """What a careful user would write by hand for the same job."""
+    import lightning as L
+
+    from tl_lightning.backbones import build_backbone
+    from tl_lightning.data import build_datamodule
+    from tl_lightning.optim import build_optimizer, cosine_with_warmup
+
+    start = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    backbone = build_backbone(cfg.backbone, pretrained=True, image_size=cfg.data.image_size)
+    dm = build_datamodule(cfg.data, backbone.input_spec)
+    dm.setup("fit")
+    head = torch.nn.Sequential(torch.nn.Dropout(cfg.backbone.head_dropout), torch.nn.Linear(backbone.feature_dim, dm.num_classes))
+    model = torch.nn.Sequential(backbone, head)
+    groups = [{"params": list(backbone.parameters()), "lr": cfg.strategy.lr * cfg.strategy.backbone_lr_mult},
+              {"params": list(head.parameters()), "lr": cfg.strategy.lr}]
+    optimizer = build_optimizer(groups, cfg.optimizer)
+    train_loader = dm.train_dataloader()
+    total = cfg.trainer.max_epochs * len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(0, total, cfg.scheduler.min_lr_ratio))
+    best, best_state = -1.0, None
+
+    def accuracy(loader) -> float:
+        model.eval()
+        correct = count = 0
+        with torch.no_grad():
+            for x, y in loader:
+                correct += (model(x).argmax(-1) == y).sum().item()
+                count += len(y)
+        return correct / count
+
+    for _ in range(cfg.trainer.max_epochs):
+        model.train()
+        for x, y in train_loader:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        acc = accuracy(dm.val_dataloader())
+        if acc > best:
+            best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    accuracy(dm.test_dataloader())
+    return time.perf_counter() - start
+
+
+def harness(cfg, out_dir: str) -> float:
+    from tl_lightning.run import train
+
+    start = time.perf_counter()
+    train(cfg, out_dir)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
+    args = parser.parse_args()
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    from tl_lightning.compose import compose_config
+
+    plain, lightning = [], []
+    for r in range(-1, args.repeats):  # repeat -1 warms caches and is discarded
+        with tempfile.TemporaryDirectory() as out:
+            cfg = compose_config(OVERRIDES + [f"trainer.max_epochs={args.epochs}"] + args.overrides, out)
+            # alternate the order, so drift in machine load hits both alike
+            if r % 2:
+                t_harness, t_plain = harness(cfg, out), plain_loop(cfg)
+            else:
+                t_plain, t_harness = plain_loop(cfg), harness(cfg, out)
+        print(f"repeat {r}{' (warm-up)' if r < 0 else ''}: plain {t_plain:.2f} s, harness {t_harness:.2f} s", flush=True)
+        if r >= 0:
+            plain.append(t_plain)
+            lightning.append(t_harness)
+    p, h = statistics.median(plain), statistics.median(lightning)
+    print(f"workload: {' '.join(OVERRIDES + args.overrides)} trainer.max_epochs={args.epochs}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"plain PyTorch loop: {p:.2f} s (median of {args.repeats})")
+    print(f"tl_lightning harness: {h:.2f} s (median of {args.repeats})")
+    print(f"ratio harness/plain: {h / p:.3f}  (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()

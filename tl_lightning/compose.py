@@ -1,0 +1,27 @@
+"""Compose conf/train.yaml outside of `train.py` (scripts, benchmarks), resolving Hydra's own interpolations."""
+
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_config(overrides: Sequence[str] = (), output_dir: str = ".") -> DictConfig:
+    """The config train.py would build for these overrides, validated, with output_dir as the run dir."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from tl_lightning.config.validate import validate_config
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(Path.cwd())
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return validate_config(cfg)
