@@ -136,6 +136,26 @@ def test_uncached_weights_fail_cleanly_within_seconds(tmp_path):
     assert time.time() - start < 60
 
 
+def test_resnet50_finetune_trains_from_cached_weights(tmp_path):
+    """The README's `backbone=resnet50 strategy=finetune`, with weights placed where torchvision caches them."""
+    import torch
+    import torchvision
+
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    reference = torchvision.models.resnet50()
+    torch.save(reference.state_dict(), cache / "resnet50-11ad3fa6.pth")
+    args = [a for a in TINY if not a.startswith("backbone")] + [
+        "backbone=resnet50", "strategy=finetune", "trainer.max_epochs=1", "data.per_class=6"]
+    proc = run_train(args, tmp_path / "run", env={"TORCH_HOME": str(tmp_path / "torch")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["backbone"] == "resnet50" and summary["pretrained"] is True and summary["global_step"] > 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    moved = state["backbone.model.conv1.weight"] - reference.conv1.weight
+    assert 0 < moved.abs().max() < 0.05, "fine-tuning starts from the cached weights and moves them a little"
+
+
 def test_failed_run_leaves_earlier_results_intact(tmp_path):
     (tmp_path / "summary.json").write_text('{"earlier": true}')
     (tmp_path / "checkpoints").mkdir()
@@ -143,3 +163,26 @@ def test_failed_run_leaves_earlier_results_intact(tmp_path):
     assert_user_error(run_train(TINY + ["data.samples_per_class=1000"], tmp_path), "samples_per_class")
     assert json.loads((tmp_path / "summary.json").read_text()) == {"earlier": True}
     assert (tmp_path / "checkpoints" / "best.ckpt").read_bytes() == b"earlier"
+
+
+def test_multirun_jobs_get_their_own_dirs_and_wandb_runs_in_one_group(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    sweep = tmp_path / "sweep_abc"
+    args = [a for a in TINY if not a.startswith("logger=")] + ["logger=wandb", "trainer.max_epochs=1"]
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep}", "seed=0,1", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TL_OFFLINE": "1", "WANDB_MODE": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ids = set()
+    for job, seed in (("0", 0), ("1", 1)):
+        summary = json.loads((sweep / job / "summary.json").read_text())
+        assert summary["seed"] == seed
+        runs = list((sweep / job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, runs
+        run_ids.add(runs[0].name.rsplit("-", 1)[-1])
+        assert b"sweep_abc" in next(runs[0].glob("run-*.wandb")).read_bytes(), "group = the sweep's dir name"
+    assert len(run_ids) == 2, "each job its own W&B run"

@@ -20,10 +20,29 @@ from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("tl_lightning")
+_TRACEBACK_ENV = "TL_USER_FULL_ERROR"  # the user's own HYDRA_FULL_ERROR, which main() overrides
 
 
 def task(cfg: DictConfig) -> Optional[float]:
-    """The Hydra task function: returns the optimized metric for sweepers."""
+    """The Hydra task function: returns the optimized metric for sweepers.
+
+    A user mistake ends the process here with one line and status 2 (SystemExit passes
+    through Hydra's job runner, which would otherwise add lines of its own).
+    """
+    try:
+        return _run_task(cfg)
+    except TLError as exc:
+        if os.environ.get(_TRACEBACK_ENV) == "1":
+            raise
+        exit_with(str(exc))
+
+
+def exit_with(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def _run_task(cfg: DictConfig) -> Optional[float]:
     cfg = validate_config(cfg)
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
@@ -54,7 +73,7 @@ def one_line(exc: BaseException) -> str:
     if cause is not None:
         cause_lines = [ln.strip() for ln in str(cause).strip().splitlines() if ln.strip()]
         lines = lines[:1] + cause_lines[:1] + lines[1:]
-    return " ".join(lines[:3]) if lines else type(exc).__name__
+    return "; ".join(ln.rstrip(".") for ln in lines[:3]) if lines else type(exc).__name__
 
 
 def main() -> None:
@@ -62,13 +81,12 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+    os.environ[_TRACEBACK_ENV] = os.environ.get("HYDRA_FULL_ERROR", "")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's multi-line report
     hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")(task)
     try:
         hydra_main()
     except (TLError, HydraException, OmegaConfBaseException) as exc:
-        if user_wants_traceback:
+        if os.environ.get(_TRACEBACK_ENV) == "1":
             raise
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT_CODE)
+        exit_with(one_line(exc))

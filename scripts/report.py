@@ -1,0 +1,110 @@
+"""Summarise a sweep: read every job's summary.json under a dir, write a Markdown table and a plot.
+
+    python scripts/report.py logs/train/multiruns/2026-11-27_10-00-00
+    python scripts/report.py <sweep dir> --metric test/f1_macro --out reports/
+
+One row per (backbone, dataset, strategy, samples_per_class): mean and standard deviation
+over seeds. The plot shows the metric against the labelled budget, one line per strategy.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def load_summaries(sweep_dir: Path):
+    rows = []
+    for path in sorted(sweep_dir.rglob("summary.json")):
+        with open(path) as fh:
+            rows.append(json.load(fh))
+    return rows
+
+
+def metric_of(summary, metric: str):
+    stage = metric.split("/")[0]
+    return summary.get(stage, {}).get(metric)
+
+
+def aggregate(summaries, metric: str):
+    groups = defaultdict(list)
+    for s in summaries:
+        value = metric_of(s, metric)
+        if value is not None:
+            groups[(s["backbone"], s["dataset"], s["strategy"], s["samples_per_class"])].append((s["seed"], value))
+    table = []
+    for (backbone, dataset, strategy, budget), values in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        numbers = [v for _, v in values]
+        table.append({
+            "backbone": backbone, "dataset": dataset, "strategy": strategy, "samples_per_class": budget,
+            "mean": statistics.fmean(numbers), "std": statistics.stdev(numbers) if len(numbers) > 1 else 0.0,
+            "seeds": sorted(seed for seed, _ in values), "values": numbers,
+        })
+    return table
+
+
+def markdown(table, metric: str) -> str:
+    lines = [f"| backbone | dataset | strategy | labels/class | {metric} (mean ± std) | seeds |",
+             "|---|---|---|---|---|---|"]
+    for r in table:
+        budget = "all" if r["samples_per_class"] is None else r["samples_per_class"]
+        lines.append(f"| {r['backbone']} | {r['dataset']} | {r['strategy']} | {budget} | "
+                     f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {len(r['seeds'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by_strategy = defaultdict(list)
+    for r in table:
+        if r["samples_per_class"] is not None:
+            by_strategy[r["strategy"]].append(r)
+    for strategy, rows in sorted(by_strategy.items()):
+        rows.sort(key=lambda r: r["samples_per_class"])
+        ax.errorbar([r["samples_per_class"] for r in rows], [100 * r["mean"] for r in rows],
+                    yerr=[100 * r["std"] for r in rows], marker="o", capsize=3, label=strategy)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled samples per class")
+    ax.set_ylabel(f"{metric} (%)")
+    title = {(r["backbone"], r["dataset"]) for r in table}
+    ax.set_title(", ".join(f"{b} on {d}" for b, d in sorted(title)))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--metric", default="test/acc")
+    parser.add_argument("--out", type=Path, default=None, help="folder for report.md and report.png (default: sweep dir)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: no such directory: {args.sweep_dir}", file=sys.stderr)
+        return 2
+    summaries = load_summaries(args.sweep_dir)
+    table = aggregate(summaries, args.metric)
+    if not table:
+        print(f"error: no summary.json with {args.metric} under {args.sweep_dir}", file=sys.stderr)
+        return 2
+    out = args.out or args.sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(table, args.metric)
+    (out / "report.md").write_text(text)
+    plot(table, args.metric, out / "report.png")
+    print(text)
+    print(f"wrote {out / 'report.md'} and {out / 'report.png'} from {len(summaries)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
