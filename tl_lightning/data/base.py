@@ -1,0 +1,124 @@
+"""The datamodule every dataset shares: splits, labeled budget, transforms, loaders."""
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from tl_lightning.backbones.base import InputSpec
+from tl_lightning.data.sources import SplitDataset, class_counts
+from tl_lightning.data.splits import check_labels, fingerprint, label_map_for, per_class_subset, stratified_split
+from tl_lightning.data.transforms import build_transform
+
+
+@dataclass
+class RawData:
+    """What a dataset provides before splitting: a training pool and optional official splits."""
+
+    train: Any
+    class_names: List[str]
+    val: Optional[Any] = None
+    test: Optional[Any] = None
+
+
+class TransferDataModule(L.LightningDataModule):
+    """Subclasses implement ``load()``; splitting, budget and transforms are shared."""
+
+    name = "base"
+
+    def __init__(self, cfg, input_spec: InputSpec, download_dir: str = "data"):
+        super().__init__()
+        self.cfg = cfg
+        self.input_spec = input_spec
+        self.download_dir = download_dir  # where data.download=true puts files when data.root is unset
+        self.datasets: Dict[str, SplitDataset] = {}
+        self.class_names: List[str] = []
+        self.split_info: Dict[str, Any] = {}
+
+    def load(self) -> RawData:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.datasets:
+            return
+        cfg = self.cfg
+        raw = self.load()
+        for part in (raw.train, raw.val, raw.test):
+            if part is not None:
+                check_labels(part.targets, len(raw.class_names), part.origin)
+        label_map, self.class_names, kept = label_map_for(cfg.classes, raw.class_names, f"data={self.name}")
+
+        def kept_indices(source):
+            return np.flatnonzero(label_map[source.targets] >= 0)
+
+        def labels(source, idx):
+            return label_map[source.targets[idx]]
+
+        pool = kept_indices(raw.train)
+        test_source, test_idx = raw.test, None
+        if raw.test is None:
+            pool, test_idx = stratified_split(pool, labels(raw.train, pool), cfg.test_fraction, cfg.seed, "test")
+            test_source = raw.train
+        else:
+            test_idx = kept_indices(raw.test)
+        val_source, val_idx = raw.val, None
+        if raw.val is None:
+            pool, val_idx = stratified_split(pool, labels(raw.train, pool), cfg.val_fraction, cfg.seed + 1, "val")
+            val_source = raw.train
+        else:
+            val_idx = kept_indices(raw.val)
+        train_idx = pool
+        if cfg.samples_per_class is not None:
+            train_idx = per_class_subset(pool, labels(raw.train, pool), cfg.samples_per_class, cfg.seed,
+                                         self.class_names, "samples_per_class", strict=True)
+        if cfg.eval_per_class is not None:
+            val_idx = per_class_subset(val_idx, labels(val_source, val_idx), cfg.eval_per_class, cfg.seed + 2,
+                                       self.class_names, "eval_per_class", strict=False)
+            test_idx = per_class_subset(test_idx, labels(test_source, test_idx), cfg.eval_per_class, cfg.seed + 3,
+                                        self.class_names, "eval_per_class", strict=False)
+        for source, idx in ((raw.train, train_idx), (val_source, val_idx), (test_source, test_idx)):
+            if hasattr(source, "verify"):
+                source.verify(idx)
+
+        spec, aug = self.input_spec, cfg.augment
+        self.datasets = {
+            "train": SplitDataset(raw.train, train_idx, label_map, build_transform(spec, aug, train=True)),
+            "val": SplitDataset(val_source, val_idx, label_map, build_transform(spec, aug, train=False)),
+            "test": SplitDataset(test_source, test_idx, label_map, build_transform(spec, aug, train=False)),
+        }
+        self.split_info = {
+            "dataset": self.name,
+            "split_seed": cfg.seed,
+            "samples_per_class": cfg.samples_per_class,
+            "kept_class_ids": kept,
+            "sizes": {k: len(v) for k, v in self.datasets.items()},
+            "class_counts": {k: class_counts(v.targets, self.num_classes) for k, v in self.datasets.items()},
+            "fingerprint": fingerprint(train_idx, val_idx, test_idx),
+        }
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        cfg = self.cfg
+        batch = cfg.batch_size if split == "train" else (cfg.eval_batch_size or cfg.batch_size)
+        return DataLoader(
+            self.datasets[split], batch_size=batch, shuffle=shuffle, num_workers=cfg.num_workers,
+            pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def to_uint8(images: np.ndarray, max_value: float) -> np.ndarray:
+    return np.clip(np.rint(images * (255.0 / max_value)), 0, 255).astype(np.uint8)

@@ -1,0 +1,23 @@
+"""Datasets by name."""
+
+from tl_lightning.data.base import TransferDataModule
+from tl_lightning.data.digits import DigitsDataModule
+from tl_lightning.data.fashion_mnist import FashionMNISTDataModule
+from tl_lightning.data.image_folder import ImageFolderDataModule
+from tl_lightning.data.synthetic import SyntheticDataModule
+from tl_lightning.data.torchvision_sets import SETS, TorchvisionDataModule
+from tl_lightning.errors import unknown_name
+
+DATAMODULES = {
+    "fashion_mnist": FashionMNISTDataModule,
+    "digits": DigitsDataModule,
+    "image_folder": ImageFolderDataModule,
+    "synthetic": SyntheticDataModule,
+    **{name: TorchvisionDataModule for name in SETS},
+}
+
+
+def build_datamodule(cfg, input_spec, download_dir: str = "data") -> TransferDataModule:
+    if cfg.name not in DATAMODULES:
+        raise unknown_name("dataset", cfg.name, DATAMODULES, "data.name")
+    return DATAMODULES[cfg.name](cfg, input_spec, download_dir)

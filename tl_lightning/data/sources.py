@@ -1,0 +1,94 @@
+"""Where samples come from: arrays in memory, image files, or a torchvision dataset.
+
+A source knows its labels without decoding images, so splits are cheap; ``image(i)``
+decodes one sample as a PIL image or a uint8 array.
+"""
+
+from typing import List, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from tl_lightning.errors import DataError
+
+
+class ArraySource:
+    def __init__(self, images: np.ndarray, targets: np.ndarray, origin: str):
+        self.images = images  # uint8, N x H x W or N x H x W x C
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.origin = origin
+
+    def __len__(self):
+        return len(self.targets)
+
+    def image(self, i: int):
+        return self.images[i]
+
+
+class FileSource:
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], origin: str):
+        self.paths = list(paths)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.origin = origin
+
+    def __len__(self):
+        return len(self.targets)
+
+    def image(self, i: int):
+        path = self.paths[i]
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from None
+
+    def verify(self, indices: Sequence[int]) -> None:
+        """Open and check each file once, so a corrupt image fails at start-up, not mid-epoch."""
+        for i in indices:
+            path = self.paths[i]
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+                with Image.open(path) as img:
+                    img.load()
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+                raise DataError(f"corrupt or unreadable image {path}: {str(exc).splitlines()[0]}") from None
+
+
+class TorchvisionSource:
+    def __init__(self, dataset, targets: Sequence[int], origin: str):
+        self.dataset = dataset
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.origin = origin
+
+    def __len__(self):
+        return len(self.targets)
+
+    def image(self, i: int):
+        return self.dataset[i][0]
+
+
+class SplitDataset(Dataset):
+    """A view of a source: chosen indices, remapped labels, and a transform."""
+
+    def __init__(self, source, indices: np.ndarray, label_map: np.ndarray, transform):
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.label_map = label_map
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.indices)
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.label_map[self.source.targets[self.indices]]
+
+    def __getitem__(self, k: int):
+        i = int(self.indices[k])
+        return self.transform(self.source.image(i)), int(self.label_map[self.source.targets[i]])
+
+
+def class_counts(targets: np.ndarray, num_classes: int) -> List[int]:
+    return np.bincount(targets, minlength=num_classes).tolist()

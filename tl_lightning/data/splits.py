@@ -1,0 +1,80 @@
+"""Seeded, stratified splits and the labeled budget."""
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from tl_lightning.errors import DataError
+
+
+def stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int, what: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Split ``indices`` into (rest, held_out) with ``fraction`` held out in every class."""
+    try:
+        rest, held = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError as exc:
+        raise DataError(f"cannot split off the {what} set (fraction {fraction}): {exc}") from None
+    return np.sort(rest), np.sort(held)
+
+
+def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int, seed: int,
+                     class_names: Sequence[str], what: str, strict: bool) -> np.ndarray:
+    """Draw ``per_class`` indices of each class by seed.
+
+    strict: a class with fewer samples is an error (the labeled budget); otherwise the
+    class keeps all it has (a cap on evaluation sets).
+    """
+    rng = np.random.default_rng(seed)
+    chosen: List[np.ndarray] = []
+    for c, name in enumerate(class_names):
+        members = indices[labels == c]
+        if len(members) < per_class:
+            if strict:
+                raise DataError(f"data.{what}={per_class} but class '{name}' has only {len(members)} training samples "
+                                f"(after the val split); use at most {len(members)}")
+            chosen.append(members)
+            continue
+        chosen.append(rng.choice(members, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
+
+
+def label_map_for(classes: Optional[Sequence], class_names: Sequence[str], origin: str) -> Tuple[np.ndarray, List[str], List[int]]:
+    """Map original labels to 0..k-1 for the kept classes (ids or names); -1 marks dropped ones."""
+    n = len(class_names)
+    if classes is None:
+        return np.arange(n), list(class_names), list(range(n))
+    kept: List[int] = []
+    for c in classes:
+        if isinstance(c, str) and not c.lstrip("-").isdigit():
+            if c not in class_names:
+                raise DataError(f"data.classes: '{c}' is not a class of {origin}; valid: {', '.join(class_names)}")
+            kept.append(list(class_names).index(c))
+        else:
+            c = int(c)
+            if not 0 <= c < n:
+                raise DataError(f"data.classes: {c} is out of range for {origin}; valid ids 0..{n - 1}")
+            kept.append(c)
+    if len(set(kept)) != len(kept) or len(kept) < 2:
+        raise DataError(f"data.classes must name at least 2 distinct classes, got {list(classes)}")
+    mapping = np.full(n, -1, dtype=np.int64)
+    mapping[kept] = np.arange(len(kept))
+    return mapping, [class_names[k] for k in kept], kept
+
+
+def check_labels(targets: np.ndarray, num_classes: int, origin: str) -> None:
+    if len(targets) == 0:
+        raise DataError(f"{origin}: no samples")
+    low, high = int(targets.min()), int(targets.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise DataError(f"{origin}: label {bad} is out of range; valid labels are 0..{num_classes - 1}")
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:12]

@@ -1,0 +1,40 @@
+"""Train and eval transforms built from the backbone's input spec (torchvision v2)."""
+
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+from tl_lightning.backbones.base import InputSpec
+
+
+class ToChannels(torch.nn.Module):
+    """Grayscale to RGB (repeat) or RGB to grayscale, to match the backbone."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        c = img.shape[-3]
+        if c == self.channels:
+            return img
+        if c == 1:
+            return img.expand(self.channels, *img.shape[-2:]).contiguous()
+        if self.channels == 1:
+            return v2.functional.rgb_to_grayscale(img[:3])
+        return img[: self.channels]
+
+
+def build_transform(spec: InputSpec, augment: str, train: bool) -> v2.Compose:
+    interp = InterpolationMode(spec.interpolation)
+    head = [v2.ToImage(), ToChannels(spec.channels)]
+    tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(spec.mean), std=list(spec.std))]
+    if not train or augment == "none":
+        size = [v2.Resize(spec.size, interpolation=interp, antialias=True), v2.CenterCrop(spec.size)]
+        return v2.Compose(head + size + tail)
+    if augment == "basic":
+        aug = [v2.RandomResizedCrop(spec.size, scale=(0.7, 1.0), interpolation=interp, antialias=True),
+               v2.RandomHorizontalFlip()]
+        return v2.Compose(head + aug + tail)
+    aug = [v2.RandomResizedCrop(spec.size, scale=(0.25, 1.0), interpolation=interp, antialias=True),
+           v2.RandomHorizontalFlip(), v2.TrivialAugmentWide(interpolation=interp)]
+    return v2.Compose(head + aug + tail + [v2.RandomErasing(p=0.25)])
