@@ -10,7 +10,6 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c scripts/constraints.txt -e '.[test]'
 	@touch $(STAMP)
 

@@ -100,6 +100,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         }
         if trainer.is_global_zero:
             write_summary(output_dir, summary)
+            OmegaConf.save(cfg, os.path.join(output_dir, "config_resolved.yaml"))
         return metrics, summary
     finally:
         finish_wandb()

@@ -4,16 +4,17 @@ Only Hydra and OmegaConf are imported at module level: the config is checked
 against the schemas before torch, Lightning or any model code is imported.
 """
 
+import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from tl_lightning.config.validate import validate_config
 from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError
@@ -21,20 +22,52 @@ from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("tl_lightning")
 _TRACEBACK_ENV = "TL_USER_FULL_ERROR"  # the user's own HYDRA_FULL_ERROR, which main() overrides
+FAILED_JOBS: List[str] = []  # multirun jobs that failed, reported by main() when the sweep ends
 
 
 def task(cfg: DictConfig) -> Optional[float]:
     """The Hydra task function: returns the optimized metric for sweepers.
 
-    A user mistake ends the process here with one line and status 2 (SystemExit passes
-    through Hydra's job runner, which would otherwise add lines of its own).
+    A user mistake ends a single run here with one line and status 2 (SystemExit passes
+    through Hydra's job runner, which would otherwise add lines of its own). In a
+    multirun, a failing job is recorded in its dir (failed.json) and the sweep goes on.
     """
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return _run_task(cfg)
     except TLError as exc:
         if os.environ.get(_TRACEBACK_ENV) == "1":
             raise
-        exit_with(str(exc))
+        if not multirun:
+            exit_with(str(exc))
+        _record_failure(str(exc))
+    except Exception as exc:
+        if not multirun:
+            raise
+        log.exception("job failed")
+        _record_failure(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+    return None
+
+
+def _record_failure(message: str) -> None:
+    hydra_cfg = HydraConfig.get()
+    job = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
+    print(f"error: {job}: {message}", file=sys.stderr, flush=True)
+    FAILED_JOBS.append(f"{job}: {message}")
+    with open(os.path.join(hydra_cfg.runtime.output_dir, "failed.json"), "w") as fh:
+        json.dump({"error": message, "overrides": list(hydra_cfg.overrides.task)}, fh, indent=2)
+
+
+def _pin_job_for_ddp_children(output_dir: str) -> None:
+    """Lightning's DDP launcher starts each extra rank as `sys.argv + hydra.run.dir=<hydra.run.dir>`.
+
+    In a multirun that would start a whole new sweep in every child, in a new dir. Give the
+    children this job's own overrides and output dir instead, so all ranks share one dir.
+    """
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = output_dir
 
 
 def exit_with(message: str) -> None:
@@ -49,9 +82,9 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
     group = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
         group = Path(hydra_cfg.sweep.dir).name
+        _pin_job_for_ddp_children(output_dir)
     choice = hydra_cfg.runtime.choices.get("backbone", "")
     backbone_choice = f"backbone={choice}" + (f" backbone.name={cfg.backbone.name}" if choice == "timm" else "")
-    OmegaConf.save(cfg, os.path.join(output_dir, "config_resolved.yaml"))
 
     from tl_lightning.run import train  # heavy imports only after the config is known to be valid
 
@@ -90,3 +123,8 @@ def main() -> None:
         if os.environ.get(_TRACEBACK_ENV) == "1":
             raise
         exit_with(one_line(exc))
+    if FAILED_JOBS:
+        print(f"error: {len(FAILED_JOBS)} job(s) of the sweep failed (see failed.json in their dirs):", file=sys.stderr)
+        for line in FAILED_JOBS:
+            print(f"  {line}", file=sys.stderr)
+        sys.exit(1)
