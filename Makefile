@@ -11,6 +11,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml scripts/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c scripts/constraints.txt -e '.[test]'
+	@# the Optuna sweeper plugin's metadata pins optuna<3; it runs on current Optuna (tests/test_optuna.py)
+	$(PY) -m pip install --quiet --no-deps 'hydra-optuna-sweeper==1.3.0'
 	@touch $(STAMP)
 
 data:

@@ -50,7 +50,7 @@ def plain_loop(cfg, out_dir: str) -> float:
     train_loader = dm.train_dataloader()
     total = cfg.trainer.max_epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(0, total, cfg.scheduler.min_lr_ratio))
-    best, best_state = -1.0, None
+    best = -1.0
 
     def accuracy(loader) -> float:
         model.eval()

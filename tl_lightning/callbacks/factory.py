@@ -26,7 +26,7 @@ def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
     callbacks.append(RichProgressBar() if cfg.rich_progress_bar.enabled else TQDMProgressBar())
     if cfg.confusion_matrix.enabled:
         callbacks.append(ConfusionMatrixPlot(output_dir))
-    for name, node in (cfg.extra or {}).items():
+    for node in (cfg.extra or {}).values():
         if node is not None:
             callbacks.append(instantiate(node))
     return callbacks

@@ -6,6 +6,7 @@ against the schemas before torch, Lightning or any model code is imported.
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,6 +24,13 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("tl_lightning")
 _TRACEBACK_ENV = "TL_USER_FULL_ERROR"  # the user's own HYDRA_FULL_ERROR, which main() overrides
 FAILED_JOBS: List[str] = []  # multirun jobs that failed, reported by main() when the sweep ends
+
+
+def _direction(metric: str) -> str:
+    return "minimize" if metric.endswith("/loss") else "maximize"
+
+
+OmegaConf.register_new_resolver("tl_direction", _direction, replace=True)
 
 
 def task(cfg: DictConfig) -> Optional[float]:
@@ -46,7 +54,7 @@ def task(cfg: DictConfig) -> Optional[float]:
             raise
         log.exception("job failed")
         _record_failure(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
-    return None
+    return None  # sweepers record a failed job (Optuna: a FAIL trial)
 
 
 def _record_failure(message: str) -> None:
@@ -90,6 +98,9 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
 
     metrics, summary = train(cfg, output_dir, group=group, backbone_choice=backbone_choice)
     value = metrics.get(cfg.optimized_metric)
+    if value is None or math.isnan(value):
+        log.warning("%s is %s (diverged or never computed); the job reports no value", cfg.optimized_metric, value)
+        return None
     log.info("%s = %s; summary in %s", cfg.optimized_metric, value, os.path.join(output_dir, "summary.json"))
     return value
 
