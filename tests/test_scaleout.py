@@ -45,3 +45,13 @@ def test_multirun_failing_job_is_reported_and_the_rest_run(tmp_path):
     assert "has only" in json.loads((sweep / "1" / "failed.json").read_text())["error"]
     assert not (sweep / "1" / "summary.json").exists()
     assert json.loads((sweep / "2" / "summary.json").read_text())["samples_per_class"] == 4
+
+
+@pytest.mark.integration
+def test_bench_gpu_script_runs_its_code_paths_on_cpu():
+    """The GPU benchmark (run on a GPU machine) kept working: its CPU smoke mode."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), "--device", "cpu", "--arch", "resnet18",
+           "--image-size", "32", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--classes", "5"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "plain PyTorch loop:" in proc.stdout and "% of plain" in proc.stdout

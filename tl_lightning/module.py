@@ -29,9 +29,12 @@ class TransferModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_metrics = StageMetrics("val", num_classes)
         self.test_metrics = StageMetrics("test", num_classes)
+        self.channels_last = False  # set by the trainer.channels_last switch
         strategy.setup(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(x))
 
     def train(self, mode: bool = True):

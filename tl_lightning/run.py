@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tl_lightning.backbones import build_backbone
 from tl_lightning.callbacks.factory import build_callbacks
+from tl_lightning.config.schema import MODEL_SWITCHES
 from tl_lightning.data import build_datamodule
 from tl_lightning.errors import ConfigError
 from tl_lightning.loggers import build_loggers, finish_wandb
@@ -23,7 +24,21 @@ log = logging.getLogger(__name__)
 
 def _trainer_kwargs(cfg: DictConfig) -> Dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    return {k: v for k, v in kwargs.items() if v is not None}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None and k not in MODEL_SWITCHES}
+    if kwargs.get("precision") == "bf16-mixed" and kwargs.get("accelerator") in ("gpu", "cuda") \
+            and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bf16; using precision=16-mixed instead")
+        kwargs["precision"] = "16-mixed"
+    return kwargs
+
+
+def apply_model_switches(module: TransferModule, trainer_cfg) -> None:
+    """channels_last and torch.compile, from the trainer group."""
+    if trainer_cfg.channels_last:
+        module.channels_last = True
+        module.to(memory_format=torch.channels_last)
+    if trainer_cfg.compile:
+        module.backbone.model.compile()
 
 
 def _scalar_metrics(metrics: Dict[str, Any]) -> Dict[str, float]:
@@ -53,6 +68,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     module = TransferModule(backbone, datamodule.num_classes, strategy, cfg.optimizer, cfg.scheduler,
                             class_names=datamodule.class_names, head_dropout=cfg.backbone.head_dropout,
                             run_config=run_config)
+    apply_model_switches(module, cfg.trainer)
     counts = module.parameter_counts()
     run_name = f"{cfg.strategy.name}-{backbone.name}-{cfg.data.name}-spc{cfg.data.samples_per_class}-s{cfg.seed}"
     loggers = build_loggers(cfg.logger, output_dir, run_config, group, run_name)

@@ -101,6 +101,12 @@ class TrainerConf:
     detect_anomaly: bool = False
     enable_model_summary: Optional[bool] = None
     profiler: Optional[str] = None
+    # not Trainer arguments: applied to the model by the harness
+    channels_last: bool = False  # NHWC memory format for convolutional backbones (faster on tensor cores)
+    compile: bool = False  # torch.compile the backbone (nn.Module.compile keeps checkpoint keys unchanged)
+
+
+MODEL_SWITCHES = ("channels_last", "compile")  # TrainerConf fields that are not passed to lightning.Trainer
 
 
 @dataclass
