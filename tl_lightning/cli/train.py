@@ -125,7 +125,8 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    os.environ[_TRACEBACK_ENV] = os.environ.get("HYDRA_FULL_ERROR", "")
+    # setdefault: DDP child processes inherit the HYDRA_FULL_ERROR=1 set below, not the user's wish
+    os.environ.setdefault(_TRACEBACK_ENV, os.environ.get("HYDRA_FULL_ERROR", ""))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's multi-line report
     hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")(task)
     try:
