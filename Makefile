@@ -1,4 +1,5 @@
 # Set-up and entry points. Both targets reuse .venv once it is complete.
+# --no-compile: byte-compiling all of torch's CUDA build costs most of a minute; imports compile what they use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c scripts/constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --no-compile -c scripts/constraints.txt -e '.[test]'
 	@# the Optuna sweeper plugin's metadata pins optuna<3; it runs on current Optuna (tests/test_optuna.py)
 	$(PY) -m pip install --quiet --no-deps 'hydra-optuna-sweeper==1.3.0'
 	@touch $(STAMP)
