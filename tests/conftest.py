@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
 
 # Tiny, fast defaults for end-to-end runs: 32 px synthetic data, random-init resnet18, CSV logging.
 
@@ -28,23 +27,11 @@ def run_train(args, run_dir, env=None, timeout=600):
 
 @pytest.fixture
 def compose():
-    """Compose conf/train.yaml with overrides, as train.py would (unvalidated, hydra resolvers included)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
+    """Compose conf/train.yaml with overrides, as train.py would, unvalidated (the tests validate)."""
+    from tl_lightning.compose import compose_config
 
     def _compose(overrides=(), run_dir="/tmp/tl-test-run"):
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            cfg = hydra_compose("train", overrides=[f"hydra.run.dir={run_dir}", *overrides], return_hydra_config=True)
-        OmegaConf.set_readonly(cfg.hydra, False)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = run_dir
-            cfg.hydra.runtime.cwd = str(ROOT)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return cfg
+        return compose_config(overrides, run_dir, validate=False)
 
     return _compose
 

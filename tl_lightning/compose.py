@@ -8,8 +8,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def compose_config(overrides: Sequence[str] = (), output_dir: str = ".") -> DictConfig:
-    """The config train.py would build for these overrides, validated, with output_dir as the run dir."""
+def compose_config(overrides: Sequence[str] = (), output_dir: str = ".", validate: bool = True) -> DictConfig:
+    """The config train.py would build for these overrides (validated unless asked not to), run dir = output_dir."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
@@ -24,4 +24,4 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str = ".") -> Dict
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
-    return validate_config(cfg)
+    return validate_config(cfg) if validate else cfg
