@@ -101,9 +101,7 @@ def build_timm(cfg, choice: str, pretrained: bool, image_size: Optional[int] = N
         return _finish(model, image_size, name)
     if not pretrained:
         return _finish(_create(name, pretrained=False, **extra), image_size, name)
-    probe = _create(name, pretrained=False)
-    pcfg = dict(probe.pretrained_cfg)
-    del probe
+    pcfg = _published_cfg(name)  # read from timm's registry, without building the model twice
     if not (pcfg.get("hf_hub_id") or pcfg.get("url")):
         raise WeightsError(f"timm model {name} has no published pretrained weights; use backbone.pretrained=false or backbone.weights=<file>")
     cached = cached_timm_file(pcfg)
@@ -113,6 +111,16 @@ def build_timm(cfg, choice: str, pretrained: bool, image_size: Optional[int] = N
     else:
         model = _create(name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **extra)
     return _finish(model, image_size, name)
+
+
+def _published_cfg(name: str) -> dict:
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    if not timm.is_model(name):
+        raise unknown_name("timm model", name, _close_names(name), "backbone.name")
+    cfg = get_pretrained_cfg(name)
+    return cfg.to_dict() if cfg is not None else {}
 
 
 def _takes_img_size(name: str) -> bool:
