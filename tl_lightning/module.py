@@ -30,9 +30,12 @@ class TransferModule(L.LightningModule):
         self.val_metrics = StageMetrics("val", num_classes)
         self.test_metrics = StageMetrics("test", num_classes)
         self.channels_last = False  # set by the trainer.channels_last switch
+        self.features_input = False  # True: batches are cached backbone features (features.py)
         strategy.setup(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.features_input:
+            return self.head(x)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(x))
@@ -90,14 +93,15 @@ class TransferModule(L.LightningModule):
     def configure_optimizers(self):
         optimizer = build_optimizer(self.strategy.param_groups(self), self.optimizer_cfg)
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        scheduler = build_scheduler(optimizer, self.scheduler_cfg, int(self.trainer.estimated_stepping_batches), max_epochs)
+        scheduler = build_scheduler(optimizer, self.scheduler_cfg, int(self.trainer.estimated_stepping_batches), max_epochs,
+                                    group_factor=self.strategy.lr_factor if self.strategy.staged else None)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["tl_lightning"] = {
-            "config": self.run_config, "class_names": self.class_names,
+            "config": self.run_config, "class_names": self.class_names, "architecture": self.backbone.arch,
             "strategy": self.strategy.name, "strategy_state": self.strategy.state_dict(),
         }
 
@@ -105,3 +109,4 @@ class TransferModule(L.LightningModule):
         extra = checkpoint.get("tl_lightning", {})
         if "strategy_state" in extra:
             self.strategy.load_state_dict(extra["strategy_state"])
+            self.strategy.restore(self)

@@ -1,21 +1,26 @@
 """Optimizer and learning-rate schedule from config."""
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 
 def split_weight_decay(groups: List[Dict[str, Any]], weight_decay: float) -> List[Dict[str, Any]]:
-    """No weight decay on biases and normalisation weights (1-D tensors), as timm does."""
+    """No weight decay on biases and normalisation weights (1-D tensors), as timm does.
+
+    A group may set its own 'weight_decay' (e.g. 0 where a strategy's penalty replaces it). Frozen
+    parameters given by a strategy stay in their group: strategies that unfreeze later (progressive,
+    lp_ft) build the optimizer once with every group, and the optimizer skips parameters without grad.
+    """
     out = []
     for g in groups:
-        params = [p for p in g["params"] if p.requires_grad]
+        params = list(g["params"])
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
-        base = {k: v for k, v in g.items() if k != "params"}
+        base = {k: v for k, v in g.items() if k not in ("params", "weight_decay")}
         if decay:
-            out.append({**base, "params": decay, "weight_decay": weight_decay})
+            out.append({**base, "params": decay, "weight_decay": g.get("weight_decay", weight_decay)})
         if no_decay:
             out.append({**base, "name": f"{g.get('name', 'group')}_no_decay", "params": no_decay, "weight_decay": 0.0})
     return out
@@ -37,15 +42,32 @@ def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float):
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int, max_epochs: int):
-    """A per-step schedule for Lightning, or None."""
-    if cfg.name == "none" or total_steps <= 0:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int, max_epochs: int,
+                    group_factor: Optional[Callable[[Dict[str, Any], int], float]] = None):
+    """A per-step schedule for Lightning, or None.
+
+    ``group_factor(param_group, step)`` multiplies each group's schedule (a strategy's phases and the
+    warmup of newly unfrozen groups); it needs scheduler=cosine or none.
+    """
+    if total_steps <= 0 or (cfg.name == "none" and group_factor is None):
         return None
+    if group_factor is not None and cfg.name != "onecycle":
+        base = cosine_with_warmup(_warmup_steps(cfg, total_steps, max_epochs), total_steps, cfg.min_lr_ratio) \
+            if cfg.name == "cosine" else (lambda step: 1.0)
+        lambdas = [_group_lambda(base, group_factor, g) for g in optimizer.param_groups]
+        return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas), "interval": "step"}
     if cfg.name == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps, pct_start=cfg.pct_start)
     else:
-        steps_per_epoch = total_steps / max(1, max_epochs)
-        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        warmup = _warmup_steps(cfg, total_steps, max_epochs)
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps, cfg.min_lr_ratio))
     return {"scheduler": sched, "interval": "step"}
+
+
+def _warmup_steps(cfg, total_steps: int, max_epochs: int) -> int:
+    return int(round(cfg.warmup_epochs * total_steps / max(1, max_epochs)))
+
+
+def _group_lambda(base, group_factor, group):
+    return lambda step: base(step) * group_factor(group, step)

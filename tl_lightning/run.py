@@ -15,6 +15,7 @@ from tl_lightning.callbacks.factory import build_callbacks
 from tl_lightning.config.schema import MODEL_SWITCHES
 from tl_lightning.data import build_datamodule
 from tl_lightning.errors import ConfigError
+from tl_lightning.features import FeatureDataModule, load_or_build
 from tl_lightning.loggers import build_loggers, finish_wandb
 from tl_lightning.module import TransferModule
 from tl_lightning.strategies import build_strategy
@@ -60,26 +61,43 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     if not strategy.uses_pretrained and cfg.backbone.weights is not None:
         raise ConfigError(f"strategy={strategy.name} starts from random weights; drop backbone.weights={cfg.backbone.weights}")
     pretrained = bool(cfg.backbone.pretrained and strategy.uses_pretrained)
+    if not strategy.uses_pretrained and cfg.backbone.kind == "checkpoint":
+        raise ConfigError(f"strategy={strategy.name} starts from random weights; it cannot start from backbone=checkpoint")
     backbone = build_backbone(cfg.backbone, pretrained=pretrained, choice=backbone_choice, image_size=cfg.data.image_size)
     datamodule = build_datamodule(cfg.data, backbone.input_spec, cfg.paths.data_dir)
     datamodule.setup("fit")
+    strategy.source, strategy.datamodule, strategy.data_dir = backbone.source_task, datamodule, cfg.paths.data_dir
+    ckpt_path = resolve_resume(cfg.resume, output_dir)
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
     module = TransferModule(backbone, datamodule.num_classes, strategy, cfg.optimizer, cfg.scheduler,
                             class_names=datamodule.class_names, head_dropout=cfg.backbone.head_dropout,
                             run_config=run_config)
+    source = SourceEvaluation(backbone.source_task, backbone, cfg)
+    source.before()
+    feature_cache = None
+    if strategy.caches_features and cfg.strategy.cache_features:
+        if cfg.data.augment != "none":
+            log.info("features are not cached: data.augment=%s changes the training images every epoch", cfg.data.augment)
+        else:
+            tensors, feature_cache = load_or_build(backbone, datamodule, cfg.paths.cache_dir,
+                                                   cfg.data.eval_batch_size or cfg.data.batch_size)
+            datamodule = FeatureDataModule(tensors, datamodule)
+            module.features_input = True
     apply_model_switches(module, cfg.trainer)
     counts = module.parameter_counts()
     run_name = f"{cfg.strategy.name}-{backbone.name}-{cfg.data.name}-spc{cfg.data.samples_per_class}-s{cfg.seed}"
-    loggers = build_loggers(cfg.logger, output_dir, run_config, group, run_name)
+    loggers = build_loggers(cfg.logger, output_dir, run_config, group, run_name, resuming=ckpt_path is not None)
     try:
         for logger in loggers:
             logger.log_hyperparams({**run_config, "params": counts})
         callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers)) + strategy.callbacks()
         trainer = L.Trainer(**_trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False,
                             default_root_dir=output_dir)
-        trainer.fit(module, datamodule=datamodule)
+        RUNNING.update(trainer=trainer, last=os.path.join(output_dir, "checkpoints", "last.ckpt"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_metrics = _scalar_metrics(trainer.callback_metrics)
+        strategy_info = strategy_summary(strategy)  # at the end of fit (testing loads the best checkpoint's state)
         test_metrics: Dict[str, float] = {}
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.test:
@@ -89,6 +107,10 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
             test_metrics = _scalar_metrics(trainer.callback_metrics)
         metrics = {**fit_metrics, **test_metrics}
+        source_result = source.after()
+        if source_result and trainer.is_global_zero:
+            for logger in loggers:
+                logger.log_metrics({f"source/{k}": v for k, v in source_result.items() if isinstance(v, float)})
         summary = {
             "backbone": backbone.name,
             "backbone_kind": cfg.backbone.kind,
@@ -113,13 +135,102 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
             "test": {k: v for k, v in metrics.items() if k.startswith("test/") and "/acc_class/" not in k},
             "test_per_class": {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/acc_class/")},
             "wall_time_s": round(time.time() - start, 2),
+            "resumed_from": ckpt_path,
+            "feature_cache": feature_cache,
+            "source": source_result,
+            "strategy_info": strategy_info,
         }
         if trainer.is_global_zero:
             write_summary(output_dir, summary)
             OmegaConf.save(cfg, os.path.join(output_dir, "config_resolved.yaml"))
         return metrics, summary
     finally:
+        RUNNING.clear()
         finish_wandb()
+
+
+RUNNING: Dict[str, Any] = {}  # the trainer of the run in progress: the Slurm requeue hook checkpoints it
+
+
+def save_on_signal() -> Optional[str]:
+    """Write last.ckpt of the run in progress (called when Slurm announces preemption or the time limit)."""
+    trainer = RUNNING.get("trainer")
+    if trainer is None or trainer.state.stage is None:
+        return None
+    trainer.save_checkpoint(RUNNING["last"])
+    log.info("saved %s before requeue", RUNNING["last"])
+    return RUNNING["last"]
+
+
+def resolve_resume(resume: Optional[str], output_dir: str) -> Optional[str]:
+    """resume=null: start fresh; auto: <run dir>/checkpoints/last.ckpt if it exists; or a checkpoint path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = os.path.join(output_dir, "checkpoints", "last.ckpt")
+        if os.path.isfile(last):
+            log.info("resume=auto: resuming from %s", last)
+            return last
+        log.info("resume=auto: no %s yet; starting fresh", last)
+        return None
+    if not os.path.isfile(resume):
+        raise ConfigError(f"resume: no such checkpoint file: {resume} (use resume=auto or a .ckpt path)")
+    return resume
+
+
+def strategy_summary(strategy) -> Dict[str, Any]:
+    info: Dict[str, Any] = {}
+    if getattr(strategy, "staged", False):
+        info.update(phase=strategy.phase, trainable_units=strategy.trainable_units())
+    if getattr(strategy, "fisher_from", ""):
+        info["fisher_from"] = strategy.fisher_from
+    return info
+
+
+class SourceEvaluation:
+    """Source-task test accuracy with the source head, before and after target training (forgetting)."""
+
+    def __init__(self, task, backbone, cfg):
+        self.task, self.backbone, self.cfg = task, backbone, cfg
+        self.loader = None
+        self.acc_before: Optional[float] = None
+        if task is not None and task.data_config is not None:
+            from tl_lightning.data import build_datamodule as build
+
+            dm = build(OmegaConf.create(task.data_config), backbone.input_spec, cfg.paths.data_dir)
+            dm.setup("test")
+            self.loader = dm.plain_loader("test", cfg.data.eval_batch_size or cfg.data.batch_size)
+
+    @torch.no_grad()
+    def accuracy(self) -> float:
+        was_training = self.backbone.training
+        self.backbone.eval()
+        device = next(self.backbone.parameters()).device
+        head = self.task.head.to(device).eval()
+        correct = total = 0
+        for x, y in self.loader:
+            pred = head(self.backbone(x.to(device)).float()).argmax(-1).cpu()
+            correct += int((pred == y).sum())
+            total += len(y)
+        self.backbone.train(was_training)
+        return correct / max(1, total)
+
+    def before(self) -> None:
+        if self.loader is not None:
+            self.acc_before = self.accuracy()
+            log.info("source task (%s): test accuracy before target training %.4f", self.task.path, self.acc_before)
+
+    def after(self) -> Optional[Dict[str, Any]]:
+        if self.task is None:
+            return None
+        out: Dict[str, Any] = {"checkpoint": self.task.path, "classes": self.task.class_names}
+        if self.loader is None:
+            out["note"] = "the source checkpoint records no data config; forgetting not measured"
+            return out
+        after = self.accuracy()
+        out.update(acc_before=self.acc_before, acc_after=after, forgetting=self.acc_before - after)
+        log.info("source task: accuracy %.4f -> %.4f (forgetting %.4f)", self.acc_before, after, out["forgetting"])
+        return out
 
 
 def write_summary(output_dir: str, summary: Dict[str, Any]) -> str:

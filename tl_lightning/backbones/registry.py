@@ -10,10 +10,12 @@ BUILDERS: Dict[str, Callable] = {}
 
 def _builders() -> Dict[str, Callable]:
     if not BUILDERS:
+        from tl_lightning.backbones.checkpoint import build_from_checkpoint
         from tl_lightning.backbones.timm_backbones import build_efficientnet_lite0, build_timm
         from tl_lightning.backbones.torchvision_backbones import build_torchvision
 
-        BUILDERS.update(torchvision=build_torchvision, timm=build_timm, efficientnet_lite0=build_efficientnet_lite0)
+        BUILDERS.update(torchvision=build_torchvision, timm=build_timm, efficientnet_lite0=build_efficientnet_lite0,
+                        checkpoint=build_from_checkpoint)
     return BUILDERS
 
 
@@ -29,4 +31,9 @@ def build_backbone(cfg, pretrained: bool, choice: str = "", image_size: Optional
         raise unknown_name("backbone kind", cfg.kind, builders, "backbone.kind")
     if not choice:
         choice = f"backbone=timm backbone.name={cfg.name}" if cfg.kind == "timm" else f"backbone={cfg.name}"
-    return builders[cfg.kind](cfg, choice, pretrained, image_size)
+    backbone = builders[cfg.kind](cfg, choice, pretrained, image_size)
+    if not hasattr(backbone, "arch"):
+        backbone.arch = {"kind": cfg.kind, "name": cfg.name}
+    if not hasattr(backbone, "source_task"):
+        backbone.source_task = None
+    return backbone

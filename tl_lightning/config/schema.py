@@ -18,6 +18,7 @@ class BackboneConf:
     name: str = MISSING  # architecture name inside that kind
     pretrained: bool = True
     weights: Optional[str] = None  # a state-dict file to load instead of the published weights
+    path: Optional[str] = None  # kind=checkpoint: a checkpoint of this harness (<run dir>/checkpoints/best.ckpt)
     head_dropout: float = 0.0
 
 
@@ -53,6 +54,56 @@ class StrategyConf:
     name: str = MISSING
     lr: float = 1e-3  # head learning rate
     backbone_lr_mult: float = 1.0  # backbone lr = lr * backbone_lr_mult
+    layer_decay: float = 1.0  # lr of a backbone group = backbone lr * layer_decay ** (its depth from the top)
+
+
+@dataclass
+class LinearProbeConf(StrategyConf):
+    cache_features: bool = True  # with data.augment=none: compute features once, train the head on them
+
+
+@dataclass
+class PhasedConf(StrategyConf):
+    """Shared by strategies with phases: plateau detection and warmup of newly unfrozen groups."""
+
+    monitor: str = "${optimized_metric}"  # a phase with patience ends when this stops improving
+    mode: str = "max"
+    min_delta: float = 0.0
+    warmup_steps: int = 0  # linear warmup of each newly unfrozen group, in optimizer steps
+
+
+@dataclass
+class ProgressiveConf(PhasedConf):
+    layer_decay: float = 0.385  # ULMFiT's 1/2.6 per group, from the top down
+    schedule: str = "epochs"  # epochs | plateau | phases
+    unfreeze_every: int = 1  # schedule=epochs: epochs per phase
+    groups_per_phase: int = 1  # epochs/plateau: layer groups unfrozen per phase, top first
+    patience: int = 2  # schedule=plateau: epochs without improvement that end a phase
+    phases: Optional[List[Any]] = None  # schedule=phases: [{groups: [...], lr, head_lr, max_epochs, patience}]
+    train_bn: bool = False  # BatchNorm affine parameters train in frozen groups too (statistics stay frozen)
+
+
+@dataclass
+class LPFTConf(PhasedConf):
+    lp_epochs: Optional[int] = 3  # linear-probe epochs (null: until the metric plateaus)
+    lp_patience: Optional[int] = None  # end the probe phase after this many epochs without improvement
+    ft_lr: float = 1e-4  # lr of head and backbone in the fine-tuning phase
+
+
+@dataclass
+class L2SPConf(StrategyConf):
+    alpha: float = 0.1  # pull of the backbone towards its starting weights
+    beta: float = 0.01  # L2 on the new head's weights
+
+
+@dataclass
+class EWCConf(StrategyConf):
+    lam: float = 0.1  # lambda; with normalize=true on the same scale as l2sp's alpha
+    fisher_source: str = "auto"  # auto | source | target | uniform
+    fisher_samples: int = 200
+    fisher_batch_size: int = 1  # 1: per-sample squared gradients; larger: faster, approximate
+    normalize: bool = True  # rescale the Fisher to mean 1
+    gamma: float = 1.0  # online EWC: F <- gamma * F_old + F_new when the source run used EWC
 
 
 @dataclass
@@ -203,9 +254,10 @@ class TrainConf:
     optimized_metric: str = "val/acc"
     test: bool = True  # test the best checkpoint after fit
     tags: List[str] = field(default_factory=list)
+    resume: Optional[str] = None  # null | auto (<run dir>/checkpoints/last.ckpt if present) | a .ckpt path
 
 
-BACKBONE_KINDS = ("torchvision", "timm", "efficientnet_lite0")
+BACKBONE_KINDS = ("torchvision", "timm", "efficientnet_lite0", "checkpoint")
 
 DATA_SCHEMAS = {
     "fashion_mnist": DataConf,
@@ -221,9 +273,16 @@ DATA_SCHEMAS = {
 
 STRATEGY_SCHEMAS = {
     "scratch": StrategyConf,
-    "linear_probe": StrategyConf,
+    "linear_probe": LinearProbeConf,
     "finetune": StrategyConf,
+    "progressive": ProgressiveConf,
+    "lp_ft": LPFTConf,
+    "l2sp": L2SPConf,
+    "ewc": EWCConf,
 }
+STAGED_STRATEGIES = ("progressive", "lp_ft")
+PROGRESSIVE_SCHEDULES = ("epochs", "plateau", "phases")
+FISHER_SOURCES = ("auto", "source", "target", "uniform")
 
 AUGMENT_PRESETS = ("none", "basic", "strong")
 OPTIMIZERS = ("adamw", "sgd")

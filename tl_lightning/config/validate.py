@@ -67,8 +67,35 @@ def _check_choices(cfg: DictConfig) -> None:
     _check_positive(cfg.data.batch_size, "data.batch_size", allow_none=False)
     _check_positive(cfg.data.image_size, "data.image_size")
     _check_positive(cfg.strategy.lr, "strategy.lr", allow_none=False)
+    _check_strategy(cfg)
     for key in ("val_fraction", "test_fraction"):
         if not 0.0 < cfg.data[key] < 1.0:
             raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {cfg.data[key]}")
     if not 0.0 <= cfg.backbone.head_dropout < 1.0:
         raise ConfigError(f"config key 'backbone.head_dropout': must be in [0, 1), got {cfg.backbone.head_dropout}")
+
+
+def _check_strategy(cfg: DictConfig) -> None:
+    st = cfg.strategy
+    if not 0.0 < st.layer_decay <= 1.0:
+        raise ConfigError(f"config key 'strategy.layer_decay': must be in (0, 1], got {st.layer_decay}")
+    if st.name in schema.STAGED_STRATEGIES:
+        _check_choice(st.monitor, schema.METRIC_NAMES, "strategy.monitor")
+        _check_choice(st.mode, ("min", "max"), "strategy.mode")
+        if cfg.scheduler.name == "onecycle":
+            raise ConfigError(f"strategy={st.name} changes learning rates per phase; use scheduler.name=cosine or none, "
+                              "not onecycle")
+    if st.name == "progressive":
+        _check_choice(st.schedule, schema.PROGRESSIVE_SCHEDULES, "strategy.schedule")
+        _check_positive(st.unfreeze_every, "strategy.unfreeze_every", allow_none=False)
+        _check_positive(st.groups_per_phase, "strategy.groups_per_phase", allow_none=False)
+        for i, phase in enumerate(st.phases or []):
+            if not isinstance(phase, DictConfig) or not set(phase.keys()) <= {"groups", "lr", "head_lr", "max_epochs", "patience"}:
+                raise ConfigError(f"config key 'strategy.phases[{i}]': expected a mapping with keys groups, lr, head_lr, "
+                                  f"max_epochs, patience; got {OmegaConf.to_container(phase) if isinstance(phase, DictConfig) else phase}")
+    if st.name == "lp_ft" and st.lp_epochs is None and st.lp_patience is None:
+        raise ConfigError("strategy=lp_ft needs strategy.lp_epochs or strategy.lp_patience to end the probe phase")
+    if st.name == "ewc":
+        _check_choice(st.fisher_source, schema.FISHER_SOURCES, "strategy.fisher_source")
+        _check_positive(st.fisher_samples, "strategy.fisher_samples", allow_none=False)
+        _check_positive(st.fisher_batch_size, "strategy.fisher_batch_size", allow_none=False)

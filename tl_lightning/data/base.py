@@ -110,6 +110,16 @@ class TransferDataModule(L.LightningDataModule):
             pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0,
         )
 
+    def plain_loader(self, split: str, batch_size: int, limit: Optional[int] = None) -> DataLoader:
+        """A split with the eval transform (no augmentation), in a fixed order, optionally the first
+        ``limit`` samples of a seeded permutation: for features, Fisher estimates and source evaluation."""
+        ds = self.datasets[split]
+        plain = SplitDataset(ds.source, ds.indices, ds.label_map, build_transform(self.input_spec, "none", train=False))
+        if limit is not None and limit < len(plain):
+            order = np.random.default_rng(self.cfg.seed + 4).permutation(len(plain))[:limit]
+            plain = SplitDataset(ds.source, ds.indices[np.sort(order)], ds.label_map, plain.transform)
+        return DataLoader(plain, batch_size=batch_size, shuffle=False, num_workers=self.cfg.num_workers)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 

@@ -11,11 +11,30 @@ def wandb_mode_offline(offline: bool) -> bool:
     return offline and os.environ.get("WANDB_MODE", "").lower() != "online"
 
 
-def build_loggers(cfg, output_dir: str, run_config: Dict[str, Any], group: Optional[str], run_name: str) -> List[Logger]:
+def wandb_run_id(output_dir: str, resuming: bool) -> str:
+    """One W&B run per run dir: a resumed run (resume=auto, a Slurm requeue) continues the same run id."""
+    from lightning.pytorch.utilities import rank_zero_only
+    from wandb.util import generate_id
+
+    path = os.path.join(output_dir, "wandb_run_id")
+    if resuming and os.path.isfile(path):
+        with open(path) as fh:
+            return fh.read().strip()
+    run_id = generate_id()
+    if rank_zero_only.rank == 0:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(run_id)
+    return run_id
+
+
+def build_loggers(cfg, output_dir: str, run_config: Dict[str, Any], group: Optional[str], run_name: str,
+                  resuming: bool = False) -> List[Logger]:
     loggers: List[Logger] = []
     if cfg.wandb is not None:
         w = cfg.wandb
         loggers.append(WandbLogger(
+            id=wandb_run_id(output_dir, resuming), resume="allow",
             project=w.project, entity=w.entity, name=w.name or run_name, group=w.group or group,
             tags=list(w.tags) or None, offline=wandb_mode_offline(w.offline), save_dir=output_dir,
             log_model=w.log_model, job_type=w.job_type, config=run_config,

@@ -1,9 +1,22 @@
 """The strategy contract: what trains when, at which learning rate, and what joins the loss."""
 
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
+
+
+@dataclass
+class SourceTask:
+    """What a harness checkpoint tells about the task the backbone was trained on (backbone=checkpoint)."""
+
+    path: str
+    head: nn.Linear  # the source head, for evaluating the source task before and after target training
+    class_names: List[str]
+    data_config: Optional[Dict[str, Any]]  # None when the checkpoint does not record it
+    strategy: str = ""
+    strategy_state: Dict[str, Any] = field(default_factory=dict)
 
 
 class Strategy:
@@ -12,9 +25,14 @@ class Strategy:
     name = "base"
     uses_pretrained = True  # False: the backbone starts from random weights whatever backbone.pretrained says
     caches_features = False  # True: the backbone is frozen and deterministic, so features may be cached
+    trains_backbone = True  # strategy.layer_decay applies
+    staged = False  # True: phases change per-group learning rates (lr_factor)
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.source: Optional[SourceTask] = None  # set by run.train for backbone=checkpoint
+        self.datamodule = None  # set by run.train; strategies that estimate statistics read the data from it
+        self.data_dir = "data"  # paths.data_dir, set by run.train
 
     def setup(self, module: nn.Module) -> None:
         """Set ``requires_grad`` on the module's parameters before training starts."""
@@ -22,6 +40,10 @@ class Strategy:
     def param_groups(self, module: nn.Module) -> List[Dict[str, Any]]:
         """Optimizer parameter groups (each with 'params', 'lr' and a 'name')."""
         raise NotImplementedError
+
+    def lr_factor(self, group: Dict[str, Any], step: int) -> float:
+        """A per-group multiplier on top of the schedule (phases, warmup of unfrozen groups)."""
+        return 1.0
 
     def penalty(self, module: nn.Module) -> Optional[torch.Tensor]:
         """A term added to the training loss, or None."""
@@ -39,15 +61,39 @@ class Strategy:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         pass
 
+    def restore(self, module: nn.Module) -> None:
+        """After ``load_state_dict`` (resume, or testing a checkpoint): re-apply the trainable set."""
+
     # helpers shared by strategies
     def head_group(self, module: nn.Module) -> Dict[str, Any]:
         return {"name": "head", "params": list(module.head.parameters()), "lr": self.cfg.lr}
 
-    def backbone_group(self, module: nn.Module) -> Dict[str, Any]:
-        params = [p for p in module.backbone.parameters() if p.requires_grad]
-        return {"name": "backbone", "params": params, "lr": self.cfg.lr * self.cfg.backbone_lr_mult}
+    def backbone_lr(self) -> float:
+        return self.cfg.lr * self.cfg.backbone_lr_mult
+
+    def backbone_groups(self, module: nn.Module, only_trainable: bool = True, **extra) -> List[Dict[str, Any]]:
+        """One optimizer group per backbone layer group; with layer_decay < 1 the lr shrinks by
+        ``layer_decay ** depth`` from the top group (depth 0) down to the stem."""
+        decay = getattr(self.cfg, "layer_decay", 1.0)
+        groups = module.backbone.layer_groups
+        out = []
+        for depth, group in enumerate(reversed(groups)):
+            params = [p for p in group.params if p.requires_grad or not only_trainable]
+            if params:
+                out.append({"name": f"backbone.{group.name}", "layer_group": group.name, "params": params,
+                            "lr": self.backbone_lr() * decay ** depth, **extra})
+        return out[::-1]
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(trainable)
+
+
+def frozen_norms_to_eval(module: nn.Module) -> None:
+    """Keep BatchNorm layers whose parameters are all frozen in eval mode (running statistics untouched)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            params = list(m.parameters(recurse=False))
+            if not any(p.requires_grad for p in params):
+                m.eval()

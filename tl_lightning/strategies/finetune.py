@@ -1,4 +1,5 @@
-"""Fine-tune everything from the pretrained weights; the backbone may take a smaller lr."""
+"""Fine-tune everything from the pretrained weights; the backbone may take a smaller lr, and with
+strategy.layer_decay < 1 lower layers smaller still (layer-wise lr decay)."""
 
 from tl_lightning.strategies.base import Strategy, set_trainable
 
@@ -10,4 +11,4 @@ class Finetune(Strategy):
         set_trainable(module, True)
 
     def param_groups(self, module):
-        return [self.backbone_group(module), self.head_group(module)]
+        return self.backbone_groups(module) + [self.head_group(module)]

@@ -1,0 +1,118 @@
+"""Cached features for a frozen backbone (linear_probe with data.augment=none).
+
+The backbone runs once over train/val/test with the eval transform; the head then trains on the
+tensors. The cache file is keyed by everything that changes the features (architecture, a hash of the
+backbone's weights, the split fingerprint and sizes, the class subset and the transform). On load the
+key and a checksum of the tensors are checked; a stale, mismatched or unreadable file is rebuilt.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Dict, Tuple
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cache_key(backbone, datamodule) -> Dict[str, Any]:
+    return {
+        "version": 1,
+        "architecture": backbone.arch,
+        "weights": weights_hash(backbone),
+        "split": {k: datamodule.split_info[k] for k in ("dataset", "fingerprint", "sizes", "kept_class_ids",
+                                                         "samples_per_class")},
+        "transform": repr(datamodule.plain_loader("train", 1).dataset.transform),
+    }
+
+
+def _checksum(tensors: Dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def extract(backbone, datamodule, batch_size: int) -> Dict[str, torch.Tensor]:
+    was_training = backbone.training
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    out = {}
+    for split in SPLITS:
+        feats, labels = [], []
+        for x, y in datamodule.plain_loader(split, batch_size):
+            feats.append(backbone(x.to(device)).float().cpu())
+            labels.append(y)
+        out[f"{split}_x"], out[f"{split}_y"] = torch.cat(feats), torch.cat(labels)
+    backbone.train(was_training)
+    return out
+
+
+def load_or_build(backbone, datamodule, cache_dir: str, batch_size: int) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Return (tensors, how) where how is 'hit' or the reason for a rebuild."""
+    key = cache_key(backbone, datamodule)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    path = os.path.join(cache_dir, "features", f"{key['architecture']['name']}-{digest}.pt")
+    how = "miss"
+    if os.path.exists(path):
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob.get("key") != key:
+                how = "stale (key differs)"
+            elif _checksum(blob["tensors"]) != blob.get("checksum"):
+                how = "corrupt (checksum differs)"
+            else:
+                log.info("features from cache %s", path)
+                return blob["tensors"], "hit"
+        except Exception as exc:
+            how = f"unreadable ({type(exc).__name__})"
+        log.warning("feature cache %s is %s; rebuilding", path, how)
+    tensors = extract(backbone, datamodule, batch_size)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save({"key": key, "tensors": tensors, "checksum": _checksum(tensors)}, tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+    log.info("features cached in %s (%s)", path, how)
+    return tensors, how
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """Train/val/test loaders over cached features, with the original datamodule's batch sizes."""
+
+    def __init__(self, tensors: Dict[str, torch.Tensor], source):
+        super().__init__()
+        self.tensors = tensors
+        self.source = source  # the image datamodule: class names, split info
+        self.class_names = source.class_names
+        self.num_classes = source.num_classes
+        self.split_info = source.split_info
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        cfg = self.source.cfg
+        batch = cfg.batch_size if split == "train" else (cfg.eval_batch_size or cfg.batch_size)
+        return DataLoader(TensorDataset(self.tensors[f"{split}_x"], self.tensors[f"{split}_y"]), batch_size=batch,
+                          shuffle=shuffle)
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False)
+
+    def test_dataloader(self):
+        return self._loader("test", False)
