@@ -25,6 +25,13 @@ def run_train(args, run_dir, env=None, timeout=600):
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def run_multirun(args, sweep_dir, env=None, timeout=900):
+    """Run `python train.py -m` into ``sweep_dir``; return CompletedProcess."""
+    full_env = {**os.environ, "TL_OFFLINE": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture
 def compose():
     """Compose conf/train.yaml with overrides, as train.py would, unvalidated (the tests validate)."""

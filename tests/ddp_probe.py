@@ -1,20 +1,49 @@
-"""A callback the DDP test adds through callbacks.extra: each rank writes a digest of its weights."""
+"""Callbacks the end-to-end tests add through callbacks.extra."""
 
 import hashlib
 import os
+import signal
 
 import lightning as L
 
 
+def weights_digest(module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class WeightDigest(L.Callback):
+    """Each rank writes a digest of its weights (and its loss penalty) after every epoch and at the end."""
+
     def __init__(self, path: str):
         self.path = path
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(pl_module.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    def _write(self, trainer, pl_module, line: str) -> None:
         os.makedirs(self.path, exist_ok=True)
-        with open(os.path.join(self.path, f"rank{trainer.global_rank}.sha256"), "w") as fh:
-            fh.write(f"{digest.hexdigest()} world={trainer.world_size} step={trainer.global_step}\n")
+        with open(os.path.join(self.path, f"rank{trainer.global_rank}.sha256"), "a") as fh:
+            fh.write(line + "\n")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        penalty = trainer.callback_metrics.get("train/penalty")
+        phase = getattr(pl_module.strategy, "phase", None)
+        self._write(trainer, pl_module, f"epoch={trainer.current_epoch} phase={phase} "
+                    f"trainable={sum(p.requires_grad for p in pl_module.parameters())} "
+                    f"penalty={None if penalty is None else float(penalty)!r} {weights_digest(pl_module)}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._write(trainer, pl_module, f"end {weights_digest(pl_module)} world={trainer.world_size} "
+                    f"step={trainer.global_step}")
+
+
+class KillAtEpochStart(L.Callback):
+    """SIGKILL this process when the given epoch starts (after the previous epoch's last.ckpt is written)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)

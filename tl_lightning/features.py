@@ -16,6 +16,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from tl_lightning.data.base import shuffle_kwargs
+
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
@@ -106,7 +108,7 @@ class FeatureDataModule(L.LightningDataModule):
         cfg = self.source.cfg
         batch = cfg.batch_size if split == "train" else (cfg.eval_batch_size or cfg.batch_size)
         return DataLoader(TensorDataset(self.tensors[f"{split}_x"], self.tensors[f"{split}_y"]), batch_size=batch,
-                          shuffle=shuffle)
+                          **shuffle_kwargs(self, len(self.tensors[f"{split}_y"]), cfg.seed, shuffle))
 
     def train_dataloader(self):
         return self._loader("train", True)

@@ -110,3 +110,4 @@ class TransferModule(L.LightningModule):
         if "strategy_state" in extra:
             self.strategy.load_state_dict(extra["strategy_state"])
             self.strategy.restore(self)
+

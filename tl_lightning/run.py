@@ -110,7 +110,9 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         source_result = source.after()
         if source_result and trainer.is_global_zero:
             for logger in loggers:
-                logger.log_metrics({f"source/{k}": v for k, v in source_result.items() if isinstance(v, float)})
+                logger.log_metrics({f"source/{k}": v for k, v in source_result.items() if isinstance(v, float)},
+                                   step=trainer.global_step)
+                logger.save()
         summary = {
             "backbone": backbone.name,
             "backbone_kind": cfg.backbone.kind,

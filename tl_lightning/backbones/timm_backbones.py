@@ -88,7 +88,9 @@ def _spec_from_timm(model, image_size: Optional[int]) -> InputSpec:
 
 def _finish(model, image_size: Optional[int], name: str) -> Backbone:
     model.reset_classifier(0)
-    return Backbone(model, model.num_features, _spec_from_timm(model, image_size), _timm_layer_groups(model), name)
+    # models with a pre-logits layer after pooling (MobileNetV3, ...) output head_hidden_size features
+    feature_dim = getattr(model, "head_hidden_size", None) or model.num_features
+    return Backbone(model, feature_dim, _spec_from_timm(model, image_size), _timm_layer_groups(model), name)
 
 
 def build_timm(cfg, choice: str, pretrained: bool, image_size: Optional[int] = None) -> Backbone:

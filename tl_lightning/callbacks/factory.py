@@ -17,7 +17,13 @@ def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
     if ckpt.enabled:
         callbacks.append(ModelCheckpoint(
             dirpath=os.path.join(output_dir, "checkpoints"), filename="best", monitor=ckpt.monitor, mode=ckpt.mode,
-            save_last=ckpt.save_last, save_top_k=ckpt.save_top_k, auto_insert_metric_name=False))
+            save_top_k=ckpt.save_top_k, auto_insert_metric_name=False))
+    if ckpt.enabled and ckpt.save_last:
+        # Lightning's save_last=True rewrites last.ckpt only when a best checkpoint was saved in the same
+        # step; resume needs the latest state, so a second callback writes it every epoch.
+        callbacks.append(ModelCheckpoint(
+            dirpath=os.path.join(output_dir, "checkpoints"), filename="last", monitor=None, save_top_k=1,
+            every_n_epochs=1, enable_version_counter=False, auto_insert_metric_name=False))
     stop = cfg.early_stopping
     if stop.enabled:
         callbacks.append(EarlyStopping(monitor=stop.monitor, mode=stop.mode, patience=stop.patience, min_delta=stop.min_delta))

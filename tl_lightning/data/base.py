@@ -5,7 +5,8 @@ from typing import Any, Dict, List, Optional
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Sampler
 
 from tl_lightning.backbones.base import InputSpec
 from tl_lightning.data.sources import SplitDataset, class_counts
@@ -106,8 +107,9 @@ class TransferDataModule(L.LightningDataModule):
         cfg = self.cfg
         batch = cfg.batch_size if split == "train" else (cfg.eval_batch_size or cfg.batch_size)
         return DataLoader(
-            self.datasets[split], batch_size=batch, shuffle=shuffle, num_workers=cfg.num_workers,
+            self.datasets[split], batch_size=batch, num_workers=cfg.num_workers,
             pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0,
+            **shuffle_kwargs(self, len(self.datasets[split]), cfg.seed, shuffle),
         )
 
     def plain_loader(self, split: str, batch_size: int, limit: Optional[int] = None) -> DataLoader:
@@ -128,6 +130,40 @@ class TransferDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+class EpochShuffleSampler(Sampler):
+    """A new order every epoch from (seed, epoch) alone, and the epoch's random stream (augmentation,
+    dropout) reseeded from them when the epoch's iteration starts, so a run resumed at an epoch boundary
+    continues exactly as the uninterrupted run (with trainer.deterministic=true). Lightning calls set_epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.worker_seeds = torch.Generator().manual_seed(seed)  # the DataLoader draws its workers' seeds here
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.worker_seeds.manual_seed(self.seed * 100_003 + epoch + 2)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        epoch_seed = self.seed * 100_003 + self.epoch
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed)).tolist()
+        torch.manual_seed(epoch_seed + 1)
+        return iter(order)
+
+
+def shuffle_kwargs(datamodule, n: int, seed: int, shuffle: bool) -> Dict[str, Any]:
+    """Under DDP Lightning swaps shuffle=True for a DistributedSampler, which is already seeded per epoch."""
+    if not shuffle:
+        return {"shuffle": False}
+    trainer = getattr(datamodule, "trainer", None)
+    if trainer is not None and trainer.world_size > 1:
+        return {"shuffle": True}
+    sampler = EpochShuffleSampler(n, seed)
+    return {"sampler": sampler, "generator": sampler.worker_seeds}
 
 
 def to_uint8(images: np.ndarray, max_value: float) -> np.ndarray:

@@ -134,9 +134,9 @@ class StagedStrategy(Strategy):
             self.on_train_mode(module)
 
     def on_train_mode(self, module: nn.Module) -> None:
+        """BatchNorm of frozen units in eval mode; of unfrozen units in train mode (when the module trains)."""
         for m, unit in self._norm_unit.items():
-            if unit not in self.unfrozen_at:
-                m.eval()
+            m.train(module.training and unit in self.unfrozen_at)
 
     def param_groups(self, module: nn.Module) -> List[Dict[str, Any]]:
         decay = self.cfg.layer_decay
@@ -208,6 +208,15 @@ class StagedStrategy(Strategy):
         self._apply(module, step)
 
 
+def refresh_lrs(trainer) -> None:
+    """The scheduler set this step's lrs before the phase changed; recompute them with the new factors."""
+    for config in trainer.lr_scheduler_configs:
+        sched = config.scheduler
+        if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+            for group, base, fn in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * fn(sched.last_epoch)
+
+
 class PhaseCallback(L.Callback):
     """Moves a StagedStrategy through its phases, logs the phase and keeps DDP ranks in sync."""
 
@@ -227,6 +236,7 @@ class PhaseCallback(L.Callback):
                 trainer.early_stopping_callback.wait_count = 0  # a new phase is not a plateau of the run
             log.info("epoch %d: phase %d, trainable units: %s", trainer.current_epoch, s.phase,
                      ", ".join(s.trainable_units()) or "head only")
+            refresh_lrs(trainer)
         pl_module.log("train/phase", float(s.phase), on_step=False, on_epoch=True)
         pl_module.log("train/trainable_params", float(sum(p.numel() for p in pl_module.parameters() if p.requires_grad)),
                       on_step=False, on_epoch=True)
