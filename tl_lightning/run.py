@@ -1,5 +1,6 @@
 """The task: build backbone, data, module, callbacks, loggers and trainer; fit; test the best checkpoint."""
 
+import glob
 import json
 import logging
 import os
@@ -31,6 +32,16 @@ def _trainer_kwargs(cfg: DictConfig) -> Dict[str, Any]:
         log.warning("this GPU has no bf16; using precision=16-mixed instead")
         kwargs["precision"] = "16-mixed"
     return kwargs
+
+
+def _cluster_plugins() -> list:
+    """Under hydra/launcher=slurm submitit owns requeue (USR2 -> checkpoint -> requeue); Lightning's own SLURM
+    auto-requeue (USR1) is switched off so the two never fight. A plain sbatch job keeps Lightning's."""
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and "SLURM_JOB_ID" in os.environ:
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
 
 
 def apply_model_switches(module: TransferModule, trainer_cfg) -> None:
@@ -93,7 +104,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
             logger.log_hyperparams({**run_config, "params": counts})
         callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers)) + strategy.callbacks()
         trainer = L.Trainer(**_trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False,
-                            default_root_dir=output_dir)
+                            default_root_dir=output_dir, plugins=_cluster_plugins())
         RUNNING.update(trainer=trainer, last=os.path.join(output_dir, "checkpoints", "last.ckpt"))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_metrics = _scalar_metrics(trainer.callback_metrics)
@@ -155,9 +166,14 @@ RUNNING: Dict[str, Any] = {}  # the trainer of the run in progress: the Slurm re
 
 
 def save_on_signal() -> Optional[str]:
-    """Write last.ckpt of the run in progress (called when Slurm announces preemption or the time limit)."""
+    """Write last.ckpt of the run in progress (called on rank 0 when Slurm announces preemption or the time
+    limit). With several ranks a save would wait for the others at a barrier, so the run resumes from the
+    last epoch's last.ckpt instead."""
     trainer = RUNNING.get("trainer")
-    if trainer is None or trainer.state.stage is None:
+    if trainer is None or trainer.state.stage is None or not trainer.training:
+        return None
+    if trainer.world_size > 1:
+        log.warning("requeue with %d ranks: resuming from the last epoch's last.ckpt", trainer.world_size)
         return None
     trainer.save_checkpoint(RUNNING["last"])
     log.info("saved %s before requeue", RUNNING["last"])
@@ -169,11 +185,15 @@ def resolve_resume(resume: Optional[str], output_dir: str) -> Optional[str]:
     if resume is None:
         return None
     if resume == "auto":
-        last = os.path.join(output_dir, "checkpoints", "last.ckpt")
-        if os.path.isfile(last):
-            log.info("resume=auto: resuming from %s", last)
-            return last
-        log.info("resume=auto: no %s yet; starting fresh", last)
+        # last.ckpt (every epoch, or when submitit requeues) or Lightning's hpc_ckpt_N.ckpt (its own SLURM
+        # requeue in a plain sbatch job), whichever is newer
+        candidates = [p for p in [os.path.join(output_dir, "checkpoints", "last.ckpt"),
+                                  *glob.glob(os.path.join(output_dir, "hpc_ckpt_*.ckpt"))] if os.path.isfile(p)]
+        if candidates:
+            newest = max(candidates, key=os.path.getmtime)
+            log.info("resume=auto: resuming from %s", newest)
+            return newest
+        log.info("resume=auto: no checkpoint in %s yet; starting fresh", output_dir)
         return None
     if not os.path.isfile(resume):
         raise ConfigError(f"resume: no such checkpoint file: {resume} (use resume=auto or a .ckpt path)")

@@ -30,7 +30,13 @@ def _direction(metric: str) -> str:
     return "minimize" if metric.endswith("/loss") else "maximize"
 
 
+def _slurm_gpus(accelerator: str, devices) -> Optional[int]:
+    """GPUs per node to request from Slurm for hydra/launcher=slurm."""
+    return int(devices) if accelerator in ("gpu", "cuda") and isinstance(devices, int) else None
+
+
 OmegaConf.register_new_resolver("tl_direction", _direction, replace=True)
+OmegaConf.register_new_resolver("tl_slurm_gpus", _slurm_gpus, replace=True)
 
 
 def task(cfg: DictConfig) -> Optional[float]:

@@ -92,13 +92,13 @@ class LPFTConf(PhasedConf):
 
 @dataclass
 class L2SPConf(StrategyConf):
-    alpha: float = 0.1  # pull of the backbone towards its starting weights
+    alpha: float = 1.0  # pull of the backbone towards its starting weights
     beta: float = 0.01  # L2 on the new head's weights
 
 
 @dataclass
 class EWCConf(StrategyConf):
-    lam: float = 0.1  # lambda; with normalize=true on the same scale as l2sp's alpha
+    lam: float = 1.0  # lambda; with normalize=true on the same scale as l2sp's alpha
     fisher_source: str = "auto"  # auto | source | target | uniform
     fisher_samples: int = 200
     fisher_batch_size: int = 1  # 1: per-sample squared gradients; larger: faster, approximate

@@ -1,0 +1,1 @@
+"""tl-lightning's Hydra launcher plugin (Hydra loads launchers only from the hydra_plugins namespace)."""
