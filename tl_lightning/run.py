@@ -102,7 +102,8 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     try:
         for logger in loggers:
             logger.log_hyperparams({**run_config, "params": counts})
-        callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers)) + strategy.callbacks()
+        started = StartRecorder()
+        callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers)) + strategy.callbacks() + [started]
         trainer = L.Trainer(**_trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False,
                             default_root_dir=output_dir, plugins=_cluster_plugins())
         RUNNING.update(trainer=trainer, last=os.path.join(output_dir, "checkpoints", "last.ckpt"))
@@ -149,6 +150,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
             "test_per_class": {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/acc_class/")},
             "wall_time_s": round(time.time() - start, 2),
             "resumed_from": ckpt_path,
+            "started_at": started.at,  # epoch and global step fit started from (> 0 after a resume)
             "feature_cache": feature_cache,
             "source": source_result,
             "strategy_info": strategy_info,
@@ -160,6 +162,16 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     finally:
         RUNNING.clear()
         finish_wandb()
+
+
+class StartRecorder(L.Callback):
+    def __init__(self):
+        self.at: Dict[str, int] = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.at = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        if trainer.global_step:
+            log.info("resumed at epoch %d, global step %d", trainer.current_epoch, trainer.global_step)
 
 
 RUNNING: Dict[str, Any] = {}  # the trainer of the run in progress: the Slurm requeue hook checkpoints it

@@ -1,5 +1,6 @@
 """Lightning loggers from the ``logger`` config group; W&B runs are always finished."""
 
+import logging
 import os
 from typing import Any, Dict, List, Optional
 
@@ -13,14 +14,15 @@ def wandb_mode_offline(offline: bool) -> bool:
 
 def wandb_run_id(output_dir: str, resuming: bool) -> str:
     """One W&B run per run dir: a resumed run (resume=auto, a Slurm requeue) continues the same run id."""
+    import secrets
+
     from lightning.pytorch.utilities import rank_zero_only
-    from wandb.util import generate_id
 
     path = os.path.join(output_dir, "wandb_run_id")
     if resuming and os.path.isfile(path):
         with open(path) as fh:
             return fh.read().strip()
-    run_id = generate_id()
+    run_id = secrets.token_hex(4)  # W&B accepts [a-z0-9] ids
     if rank_zero_only.rank == 0:
         os.makedirs(output_dir, exist_ok=True)
         with open(path, "w") as fh:
@@ -52,4 +54,7 @@ def finish_wandb() -> None:
 
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
-        wandb.finish()
+        try:
+            wandb.finish()
+        except Exception as exc:  # e.g. the service is gone when Slurm stops the job: keep the original exit
+            logging.getLogger(__name__).warning("wandb.finish failed: %s: %s", type(exc).__name__, exc)
