@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test install data clean-logs
+.PHONY: train test install data slurm clean-logs
 
 install: $(STAMP)
 
@@ -19,10 +19,14 @@ $(STAMP): pyproject.toml scripts/constraints.txt
 data:
 	@bash scripts/install_fashion_mnist.sh
 
+# a one-node Slurm cluster for the Slurm tests (needs root); without it those tests skip and say why
+slurm:
+	@bash scripts/slurm_local.sh up || echo "note: Slurm was not started; tests/test_slurm.py will skip and say why"
+
 train: install data
 	$(PY) train.py $(ARGS)
 
-test: install data
+test: install data slurm
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-logs:

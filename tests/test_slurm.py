@@ -114,3 +114,21 @@ def test_resource_mismatch_is_refused_before_submission(tmp_path, args, fragment
     proc = run_multirun(SMALL + args, tmp_path)
     assert_user_error(proc, *fragments)
     assert not (tmp_path / ".submitit").exists(), "nothing was submitted"
+
+
+def test_plain_sbatch_script_runs_ddp_with_one_task_per_device(slurm, tmp_path):
+    """scripts/slurm_sbatch.sh: srun starts 2 tasks, Lightning uses them as the 2 DDP ranks (gloo)."""
+    run = tmp_path / "run"
+    args = [a for a in SMALL if not a.startswith("hydra")] + ["logger=csv", "trainer.max_epochs=2",
+            f"+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {tmp_path / 'dg'}}}"]
+    env = {**os.environ, "TL_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "RUN_DIR": str(run),
+           "PYTHON": sys.executable}
+    proc = subprocess.run(["sbatch", "--wait", f"--output={tmp_path}/%j.out", str(ROOT / "scripts" / "slurm_sbatch.sh"),
+                           *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    log = "".join(p.read_text() for p in tmp_path.glob("*.out"))
+    assert proc.returncode == 0, (proc.stderr, log[-3000:])
+    digests = sorted((tmp_path / "dg").glob("rank*.sha256"))
+    assert [d.name for d in digests] == ["rank0.sha256", "rank1.sha256"]
+    rank0, rank1 = (d.read_text() for d in digests)
+    assert "world=2" in rank0 and rank0 == rank1
+    assert json.loads((run / "summary.json").read_text())["global_step"] > 0
