@@ -72,7 +72,7 @@ def test_bad_values_name_key_and_valid_choices(compose, override, key):
 
 
 def test_unknown_strategy_name_lists_valid_ones(compose):
-    with pytest.raises(ConfigError, match="valid: finetune, linear_probe, scratch"):
+    with pytest.raises(ConfigError, match="valid: ewc, finetune, l2sp, linear_probe, lp_ft, progressive, scratch"):
         validate_config(compose(["strategy.name=ewc_typo"]))
 
 
