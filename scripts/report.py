@@ -2,6 +2,7 @@
 
     python scripts/report.py logs/train/multiruns/2026-11-27_10-00-00
     python scripts/report.py <sweep dir> --metric test/f1_macro --out reports/
+    python scripts/report.py logs/split_fashion/target --metric test/acc --metric source/forgetting
 
 One row per (backbone, dataset, strategy, samples_per_class): mean and standard deviation
 over seeds. The plot shows the metric against the labelled budget, one line per strategy.
@@ -24,34 +25,42 @@ def load_summaries(sweep_dir: Path):
 
 
 def metric_of(summary, metric: str):
+    """'val/...' and 'test/...' from those sections; 'source/<key>' (forgetting runs) from summary['source']."""
     stage = metric.split("/")[0]
+    if stage == "source":
+        return (summary.get("source") or {}).get(metric.split("/", 1)[1])
     return summary.get(stage, {}).get(metric)
 
 
-def aggregate(summaries, metric: str):
+def aggregate(summaries, metrics):
+    """One row per (backbone, dataset, strategy, budget) with mean/std over seeds of each metric."""
     groups = defaultdict(list)
     for s in summaries:
-        value = metric_of(s, metric)
-        if value is not None:
-            groups[(s["backbone"], s["dataset"], s["strategy"], s["samples_per_class"])].append((s["seed"], value))
+        values = {m: metric_of(s, m) for m in metrics}
+        if values[metrics[0]] is not None:
+            groups[(s["backbone"], s["dataset"], s["strategy"], s["samples_per_class"])].append((s["seed"], values))
     table = []
-    for (backbone, dataset, strategy, budget), values in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        numbers = [v for _, v in values]
-        table.append({
-            "backbone": backbone, "dataset": dataset, "strategy": strategy, "samples_per_class": budget,
-            "mean": statistics.fmean(numbers), "std": statistics.stdev(numbers) if len(numbers) > 1 else 0.0,
-            "seeds": sorted(seed for seed, _ in values), "values": numbers,
-        })
+    for (backbone, dataset, strategy, budget), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        row = {"backbone": backbone, "dataset": dataset, "strategy": strategy, "samples_per_class": budget,
+               "seeds": sorted(seed for seed, _ in runs), "stats": {}}
+        for m in metrics:
+            numbers = [v[m] for _, v in runs if v[m] is not None]
+            if numbers:
+                row["stats"][m] = (statistics.fmean(numbers), statistics.stdev(numbers) if len(numbers) > 1 else 0.0)
+        row["mean"], row["std"] = row["stats"][metrics[0]]
+        table.append(row)
     return table
 
 
-def markdown(table, metric: str) -> str:
-    lines = [f"| backbone | dataset | strategy | labels/class | {metric} (mean ± std) | seeds |",
-             "|---|---|---|---|---|---|"]
+def markdown(table, metrics) -> str:
+    lines = ["| backbone | dataset | strategy | labels/class | " + " | ".join(f"{m} % (mean ± std)" for m in metrics)
+             + " | seeds |", "|---|---|---|---|" + "---|" * len(metrics) + "---|"]
     for r in table:
         budget = "all" if r["samples_per_class"] is None else r["samples_per_class"]
-        lines.append(f"| {r['backbone']} | {r['dataset']} | {r['strategy']} | {budget} | "
-                     f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {len(r['seeds'])} |")
+        cells = [f"{100 * r['stats'][m][0]:.1f} ± {100 * r['stats'][m][1]:.1f}" if m in r["stats"] else "-"
+                 for m in metrics]
+        lines.append(f"| {r['backbone']} | {r['dataset']} | {r['strategy']} | {budget} | " + " | ".join(cells)
+                     + f" | {len(r['seeds'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -85,22 +94,25 @@ def plot(table, metric: str, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--metric", default="test/acc")
+    parser.add_argument("--metric", action="append", default=None,
+                        help="metric(s) for the table, repeatable (default test/acc); the plot shows the first. "
+                             "source/forgetting, source/acc_after for backbone=checkpoint runs")
     parser.add_argument("--out", type=Path, default=None, help="folder for report.md and report.png (default: sweep dir)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"error: no such directory: {args.sweep_dir}", file=sys.stderr)
         return 2
+    metrics = args.metric or ["test/acc"]
     summaries = load_summaries(args.sweep_dir)
-    table = aggregate(summaries, args.metric)
+    table = aggregate(summaries, metrics)
     if not table:
-        print(f"error: no summary.json with {args.metric} under {args.sweep_dir}", file=sys.stderr)
+        print(f"error: no summary.json with {metrics[0]} under {args.sweep_dir}", file=sys.stderr)
         return 2
     out = args.out or args.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(table, args.metric)
+    text = markdown(table, metrics)
     (out / "report.md").write_text(text)
-    plot(table, args.metric, out / "report.png")
+    plot(table, metrics[0], out / "report.png")
     print(text)
     print(f"wrote {out / 'report.md'} and {out / 'report.png'} from {len(summaries)} runs")
     return 0

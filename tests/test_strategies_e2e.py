@@ -42,10 +42,10 @@ def test_source_to_target_chaining_reports_forgetting(tmp_path):
     src = tmp_path / "source"
     proc = run_train(TINY + ["strategy=finetune", "data.classes=[0,1]"], src)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for strategy in ("ewc", "finetune"):
+    for strategy in ("ewc", "finetune", "linear_probe"):
         run = tmp_path / strategy
         proc = run_train(TINY + [f"strategy={strategy}", "backbone=checkpoint", f"backbone.path={src}/checkpoints/best.ckpt",
-                                 "data.classes=[2,3]"], run)
+                                 "data.classes=[2,3]", "data.augment=basic"], run)
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads((run / "summary.json").read_text())
         source = summary["source"]
@@ -54,6 +54,13 @@ def test_source_to_target_chaining_reports_forgetting(tmp_path):
         assert summary["backbone_kind"] == "checkpoint" and summary["backbone"] == "resnet18"
         metrics = (run / "csv" / "metrics.csv").read_text()
         assert "source/forgetting" in metrics
+    # a linear probe leaves the backbone alone, BatchNorm statistics included: no forgetting at all
+    assert json.loads((tmp_path / "linear_probe" / "summary.json").read_text())["source"]["forgetting"] == 0.0
+    before = torch.load(src / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    after = torch.load(tmp_path / "linear_probe" / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=True)["state_dict"]
+    backbone_keys = [k for k in before if k.startswith("backbone.")]
+    assert backbone_keys and all(torch.equal(before[k], after[k]) for k in backbone_keys)
     assert json.loads((tmp_path / "ewc" / "summary.json").read_text())["strategy_info"]["fisher_from"] == "source"
     # the chain goes on: a checkpoint made from a checkpoint backbone records the real architecture
     proc = run_train(TINY + ["strategy=ewc", "backbone=checkpoint", f"backbone.path={tmp_path}/ewc/checkpoints/best.ckpt",

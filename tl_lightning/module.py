@@ -32,6 +32,7 @@ class TransferModule(L.LightningModule):
         self.channels_last = False  # set by the trainer.channels_last switch
         self.features_input = False  # True: batches are cached backbone features (features.py)
         strategy.setup(self)
+        self.train()  # frozen parts to eval mode now: Lightning does not call train() when fit starts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.features_input:
@@ -45,6 +46,12 @@ class TransferModule(L.LightningModule):
         if mode:
             self.strategy.on_train_mode(self)
         return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores each submodule's own mode after validation and never calls train() itself,
+        # so the strategy re-asserts its frozen parts here (and after a resume changed the trainable set)
+        if self.training:
+            self.strategy.on_train_mode(self)
 
     def parameter_counts(self) -> Dict[str, int]:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
