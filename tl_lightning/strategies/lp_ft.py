@@ -8,7 +8,7 @@ class LPFT(StagedStrategy):
     name = "lp_ft"
 
     def backbone_lr(self) -> float:
-        return self.cfg.ft_lr * self.cfg.backbone_lr_mult
+        return self.cfg.ft_lr  # head and backbone share ft_lr in the fine-tuning phase (layer_decay applies)
 
     def plan(self, module) -> None:
         cfg = self.cfg
