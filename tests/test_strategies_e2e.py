@@ -42,7 +42,7 @@ def test_source_to_target_chaining_reports_forgetting(tmp_path):
     src = tmp_path / "source"
     proc = run_train(TINY + ["strategy=finetune", "data.classes=[0,1]"], src)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for strategy in ("ewc", "finetune", "linear_probe"):
+    for strategy in ("ewc", "linear_probe"):
         run = tmp_path / strategy
         proc = run_train(TINY + [f"strategy={strategy}", "backbone=checkpoint", f"backbone.path={src}/checkpoints/best.ckpt",
                                  "data.classes=[2,3]", "data.augment=basic"], run)
@@ -123,8 +123,6 @@ def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
     (["strategy=progressive", "scheduler.name=onecycle"], ["use scheduler.name=cosine or none"]),
     (["strategy=progressive", "strategy.schedule=weekly"], ["strategy.schedule", "epochs, plateau, phases"]),
     (["strategy=progressive", "strategy.schedule=phases"], ["strategy.schedule=phases needs strategy.phases"]),
-    (["strategy=progressive", "strategy.schedule=phases", "strategy.phases=[{groups: [nolayer]}]"],
-     ["strategy.phases[0].groups", "'nolayer' matches no layer group", "layer4"]),
     (["strategy=progressive", "strategy.phases=[{group: [layer4]}]"], ["strategy.phases[0]", "expected a mapping"]),
     (["strategy=lp_ft", "strategy.lp_epochs=null"], ["needs strategy.lp_epochs or strategy.lp_patience"]),
     (["strategy=ewc", "strategy.fisher_source=source"], ["fisher_source=source needs backbone=checkpoint"]),
@@ -148,8 +146,5 @@ def test_checkpoint_backbone_rejects_foreign_and_truncated_files(tmp_path):
     truncated.write_bytes(foreign.read_bytes()[:40])
     assert_user_error(run_train(TINY + ["backbone=checkpoint", f"backbone.path={truncated}"], tmp_path / "b"),
                       "cannot read", "truncated.ckpt")
-    src = tmp_path / "src"
-    assert run_train(TINY + ["strategy=finetune"], src).returncode == 0
-    assert_user_error(run_train(TINY + ["strategy=scratch", "backbone=checkpoint",
-                                        f"backbone.path={src}/checkpoints/best.ckpt"], tmp_path / "c"),
-                      "strategy=scratch starts from random weights")
+    assert_user_error(run_train(TINY + ["strategy=scratch", "backbone=checkpoint", f"backbone.path={foreign}"],
+                                tmp_path / "c"), "strategy=scratch starts from random weights")

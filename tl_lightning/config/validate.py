@@ -1,5 +1,6 @@
 """Merge the composed config into the schemas and check the values a type cannot."""
 
+import os
 from typing import Type
 
 from omegaconf import DictConfig, OmegaConf
@@ -68,11 +69,25 @@ def _check_choices(cfg: DictConfig) -> None:
     _check_positive(cfg.data.image_size, "data.image_size")
     _check_positive(cfg.strategy.lr, "strategy.lr", allow_none=False)
     _check_strategy(cfg)
+    _check_files(cfg)
     for key in ("val_fraction", "test_fraction"):
         if not 0.0 < cfg.data[key] < 1.0:
             raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {cfg.data[key]}")
     if not 0.0 <= cfg.backbone.head_dropout < 1.0:
         raise ConfigError(f"config key 'backbone.head_dropout': must be in [0, 1), got {cfg.backbone.head_dropout}")
+
+
+def _check_files(cfg: DictConfig) -> None:
+    """Paths the run needs, checked before anything is imported or built."""
+    if cfg.backbone.kind == "checkpoint":
+        if not cfg.backbone.path:
+            raise ConfigError("backbone=checkpoint needs backbone.path=<run dir>/checkpoints/best.ckpt")
+        if not os.path.isfile(cfg.backbone.path):
+            raise ConfigError(f"backbone.path: no such file: {cfg.backbone.path}")
+        if cfg.strategy.name == "scratch":
+            raise ConfigError("strategy=scratch starts from random weights; it cannot start from backbone=checkpoint")
+    if cfg.resume not in (None, "auto") and not os.path.isfile(cfg.resume):
+        raise ConfigError(f"resume: no such checkpoint file: {cfg.resume} (use resume=auto or a .ckpt path)")
 
 
 def _check_strategy(cfg: DictConfig) -> None:
@@ -89,6 +104,9 @@ def _check_strategy(cfg: DictConfig) -> None:
         _check_choice(st.schedule, schema.PROGRESSIVE_SCHEDULES, "strategy.schedule")
         _check_positive(st.unfreeze_every, "strategy.unfreeze_every", allow_none=False)
         _check_positive(st.groups_per_phase, "strategy.groups_per_phase", allow_none=False)
+        if st.schedule == "phases" and not st.phases:
+            raise ConfigError("strategy.schedule=phases needs strategy.phases: a list of "
+                              "{groups: [layer groups or parameter regexes], lr, head_lr, max_epochs, patience}")
         for i, phase in enumerate(st.phases or []):
             if not isinstance(phase, DictConfig) or not set(phase.keys()) <= {"groups", "lr", "head_lr", "max_epochs", "patience"}:
                 raise ConfigError(f"config key 'strategy.phases[{i}]': expected a mapping with keys groups, lr, head_lr, "
@@ -97,5 +115,8 @@ def _check_strategy(cfg: DictConfig) -> None:
         raise ConfigError("strategy=lp_ft needs strategy.lp_epochs or strategy.lp_patience to end the probe phase")
     if st.name == "ewc":
         _check_choice(st.fisher_source, schema.FISHER_SOURCES, "strategy.fisher_source")
+        if st.fisher_source == "source" and cfg.backbone.kind != "checkpoint":
+            raise ConfigError("strategy.fisher_source=source needs backbone=checkpoint with a checkpoint made by this "
+                              "harness (it records the source data config); use auto, target or uniform")
         _check_positive(st.fisher_samples, "strategy.fisher_samples", allow_none=False)
         _check_positive(st.fisher_batch_size, "strategy.fisher_batch_size", allow_none=False)
