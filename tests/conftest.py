@@ -18,16 +18,21 @@ def tiny(data="synthetic"):
 TINY = tiny()
 
 
+# The suite runs on 2 pytest-xdist workers (pyproject addopts); one torch thread per process keeps
+# two concurrent runs from oversubscribing 2 cores (OpenMP spin-waits make that many times slower).
+TEST_ENV = {"TL_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+
 def run_train(args, run_dir, env=None, timeout=600):
     """Run `python train.py` in a subprocess; return CompletedProcess."""
-    full_env = {**os.environ, "TL_OFFLINE": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env = {**os.environ, **TEST_ENV, **(env or {})}
     cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *args]
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def run_multirun(args, sweep_dir, env=None, timeout=900):
     """Run `python train.py -m` into ``sweep_dir``; return CompletedProcess."""
-    full_env = {**os.environ, "TL_OFFLINE": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env = {**os.environ, **TEST_ENV, **(env or {})}
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *args]
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
@@ -46,3 +51,9 @@ def compose():
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.setenv("TL_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)  # in-process tests: see TEST_ENV

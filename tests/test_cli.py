@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.conftest import TINY, run_train, tiny
+from tests.conftest import TEST_ENV, TINY, run_train, tiny
 from tests.helpers import write_fashion_root, write_image_tree
 
 pytestmark = pytest.mark.e2e
@@ -175,7 +175,7 @@ def test_multirun_jobs_get_their_own_dirs_and_wandb_runs_in_one_group(tmp_path):
     args = [a for a in TINY if not a.startswith("logger=")] + ["logger=wandb", "trainer.max_epochs=1"]
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep}", "seed=0,1", *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TL_OFFLINE": "1", "WANDB_MODE": ""})
+                          env={**os.environ, **TEST_ENV, "WANDB_MODE": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_ids = set()
     for job, seed in (("0", 0), ("1", 1)):

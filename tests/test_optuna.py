@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TEST_ENV, TINY
 
 
 @pytest.mark.integration
@@ -16,7 +16,7 @@ def test_optuna_study_records_failed_trial_and_goes_on(tmp_path):
            "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
            "hydra.sweeper.study_name=t", "data.samples_per_class=choice(3,500)", *TINY, "trainer.max_epochs=1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TL_OFFLINE": "1"})
+                          env={**os.environ, **TEST_ENV})
     out = proc.stdout + proc.stderr
     assert "Best value:" in out, out[-4000:]
     import optuna

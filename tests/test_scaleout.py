@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, TINY, run_train
+from tests.conftest import ROOT, TEST_ENV, TINY, run_train
 
 
 @pytest.mark.integration
+@pytest.mark.xdist_group("ddp")
 def test_ddp_cpu_two_ranks_share_one_dir_and_end_with_identical_weights(tmp_path):
     run = tmp_path / "run"
     args = [a for a in TINY if not a.startswith("logger=")] + [
@@ -38,7 +39,7 @@ def test_multirun_failing_job_is_reported_and_the_rest_run(tmp_path):
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep}",
            "data.samples_per_class=3,500,4", *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TL_OFFLINE": "1"})
+                          env={**os.environ, **TEST_ENV})
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 job(s) of the sweep failed" in proc.stderr and "samples_per_class=500" in proc.stderr
     assert json.loads((sweep / "0" / "summary.json").read_text())["samples_per_class"] == 3

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, run_multirun
+from tests.conftest import ROOT, TEST_ENV, run_multirun
 from tests.test_cli import assert_user_error
 
-pytestmark = pytest.mark.integration
+# one Slurm test at a time (pytest-xdist): the local cluster has 2 CPUs
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("slurm")]
 
 SMALL = ["backbone=timm", "backbone.name=mobilenetv3_small_050", "backbone.pretrained=false", "data=synthetic",
          "data.image_size=32", "data.batch_size=8", "data.per_class=12", "callbacks.rich_progress_bar.enabled=false",
@@ -78,7 +79,7 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_pa
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep}", *SMALL, "logger=wandb",
            "trainer.max_epochs=12", "callbacks.early_stopping.enabled=false", "seed=0"]
-    env = {**os.environ, "TL_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "WANDB_MODE": ""}
+    env = {**os.environ, **TEST_ENV, "WANDB_MODE": ""}
     main = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         run = sweep / "0"
@@ -121,7 +122,7 @@ def test_plain_sbatch_script_runs_ddp_with_one_task_per_device(slurm, tmp_path):
     run = tmp_path / "run"
     args = [a for a in SMALL if not a.startswith("hydra")] + ["logger=csv", "trainer.max_epochs=2",
             f"+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {tmp_path / 'dg'}}}"]
-    env = {**os.environ, "TL_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "RUN_DIR": str(run),
+    env = {**os.environ, **TEST_ENV, "RUN_DIR": str(run),
            "PYTHON": sys.executable}
     proc = subprocess.run(["sbatch", "--wait", f"--output={tmp_path}/%j.out", str(ROOT / "scripts" / "slurm_sbatch.sh"),
                            *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

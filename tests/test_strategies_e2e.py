@@ -100,6 +100,7 @@ def test_killed_run_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_one(tm
 
 
 @pytest.mark.integration
+@pytest.mark.xdist_group("ddp")
 @pytest.mark.parametrize("strategy", ["progressive", "ewc"])
 def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
     run = tmp_path / "run"
