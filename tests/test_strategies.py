@@ -258,3 +258,25 @@ def test_empirical_fisher_per_sample_matches_manual_gradients():
         torch.nn.functional.cross_entropy(head(backbone(xs[i:i + 1])), ys[i:i + 1]).backward()
         manual += backbone.weight.grad ** 2
     assert torch.allclose(fisher[0], manual / 5, atol=1e-7)
+
+
+def test_progressive_train_bn_trains_norm_affine_of_frozen_groups_but_not_their_stats():
+    module = make_module("progressive", lr=1e-2, mult=1.0, train_bn=True)
+    bn = module.backbone.model.layer2[0].bn1
+    conv = module.backbone.model.layer2[0].conv1
+    assert bn.weight.requires_grad and not conv.weight.requires_grad
+    before_w, before_mean, before_conv = bn.weight.clone(), bn.running_mean.clone(), conv.weight.clone()
+    lrs = _scheduled_lrs(module, 0)
+    assert lrs["backbone.layer2"] > 0  # the group's lr applies to its BatchNorm parameters
+    from tl_lightning.optim import build_scheduler
+
+    optimizer = build_optimizer(module.strategy.param_groups(module), module.optimizer_cfg)
+    sched_cfg = OmegaConf.merge(OmegaConf.structured(SchedulerConf), {"name": "none"})
+    build_scheduler(optimizer, sched_cfg, 100, 10, group_factor=module.strategy.lr_factor)
+    module.train()
+    assert not bn.training
+    loss = torch.nn.functional.cross_entropy(module(torch.randn(4, 3, 32, 32)), torch.randint(0, 3, (4,)))
+    loss.backward()
+    optimizer.step()
+    assert not torch.equal(bn.weight, before_w) and torch.equal(bn.running_mean, before_mean)
+    assert torch.equal(conv.weight, before_conv)

@@ -155,8 +155,8 @@ class StagedStrategy(Strategy):
                 lr = ph.head_lr if ph.head_lr is not None else lr
             return lr / self.cfg.lr
         start = self.unfrozen_at.get(unit)
-        if start is None:
-            return 0.0
+        if start is None:  # frozen: only BatchNorm affine parameters have gradients, and only with train_bn
+            return 1.0 if getattr(self.cfg, "train_bn", False) else 0.0
         warmup = self.cfg.warmup_steps
         return min(1.0, (step - start + 1) / warmup) if warmup > 0 else 1.0
 
