@@ -40,7 +40,11 @@ def aggregate(summaries, metrics):
         if values[metrics[0]] is not None:
             groups[(s["backbone"], s["dataset"], s["strategy"], s["samples_per_class"])].append((s["seed"], values))
     table = []
-    for (backbone, dataset, strategy, budget), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    def order(item):
+        (backbone, dataset, strategy, budget), _ = item
+        return (backbone, dataset, strategy, float("inf") if budget is None else budget)
+
+    for (backbone, dataset, strategy, budget), runs in sorted(groups.items(), key=order):
         row = {"backbone": backbone, "dataset": dataset, "strategy": strategy, "samples_per_class": budget,
                "seeds": sorted(seed for seed, _ in runs), "stats": {}}
         for m in metrics:
@@ -80,6 +84,9 @@ def plot(table, metric: str, path: Path) -> None:
         ax.errorbar([r["samples_per_class"] for r in rows], [100 * r["mean"] for r in rows],
                     yerr=[100 * r["std"] for r in rows], marker="o", capsize=3, label=strategy)
     ax.set_xscale("log")
+    budgets = sorted({r["samples_per_class"] for rows in by_strategy.values() for r in rows})
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
     ax.set_xlabel("labelled samples per class")
     ax.set_ylabel(f"{metric} (%)")
     title = {(r["backbone"], r["dataset"]) for r in table}
