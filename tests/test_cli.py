@@ -54,8 +54,9 @@ def test_wandb_offline_run_files(tmp_path):
 def test_help_lists_group_choices(tmp_path):
     proc = run_train(["--help"], tmp_path)
     assert proc.returncode == 0
-    for line in ("backbone: efficientnet_b0, efficientnet_lite0, inception_v3, resnet18, resnet50, timm, vgg16, vit_b_16",
-                 "strategy: finetune, linear_probe, scratch", "logger: csv, many, none, tensorboard, wandb"):
+    for line in ("backbone: checkpoint, efficientnet_b0, efficientnet_lite0, inception_v3, resnet18, resnet50, timm, vgg16, vit_b_16",
+                 "strategy: ewc, finetune, l2sp, linear_probe, lp_ft, progressive, scratch",
+                 "logger: csv, many, none, tensorboard, wandb"):
         assert line in proc.stdout
 
 

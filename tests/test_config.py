@@ -21,16 +21,22 @@ def test_every_data_option_validates(compose, data):
 
 
 @pytest.mark.parametrize("backbone", options("backbone"))
-def test_every_backbone_option_validates(compose, backbone):
+def test_every_backbone_option_validates(compose, backbone, tmp_path):
     over = [f"backbone={backbone}"] + (["backbone.name=resnet18"] if backbone == "timm" else [])
+    if backbone == "checkpoint":  # validation checks that the file exists
+        (tmp_path / "best.ckpt").write_bytes(b"")
+        over.append(f"backbone.path={tmp_path / 'best.ckpt'}")
     cfg = validate_config(compose(over))
     assert cfg.backbone.kind in schema.BACKBONE_KINDS
 
 
 @pytest.mark.parametrize("group", ["strategy", "trainer", "logger", "callbacks", "experiment", "debug"])
-def test_every_option_of_other_groups_validates(compose, group):
+def test_every_option_of_other_groups_validates(compose, group, tmp_path):
+    source = tmp_path / "best.ckpt"  # experiment=split_fashion starts from a source run's checkpoint
+    source.write_bytes(b"")
     for option in options(group):
-        validate_config(compose([f"{group}={option}"]))
+        extra = [f"backbone.path={source}"] if option == "split_fashion" else []
+        validate_config(compose([f"{group}={option}", *extra]))
 
 
 def test_registries_match_schemas_and_config_files():
