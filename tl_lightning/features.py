@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tl_lightning.data.base import shuffle_kwargs
+from tl_lightning.data.base import batch_size_for, shuffle_kwargs
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -106,8 +106,8 @@ class FeatureDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         cfg = self.source.cfg
-        batch = cfg.batch_size if split == "train" else (cfg.eval_batch_size or cfg.batch_size)
-        return DataLoader(TensorDataset(self.tensors[f"{split}_x"], self.tensors[f"{split}_y"]), batch_size=batch,
+        return DataLoader(TensorDataset(self.tensors[f"{split}_x"], self.tensors[f"{split}_y"]),
+                          batch_size=batch_size_for(cfg, split),
                           **shuffle_kwargs(self, len(self.tensors[f"{split}_y"]), cfg.seed, shuffle))
 
     def train_dataloader(self):

@@ -15,6 +15,7 @@ from tl_lightning.backbones import build_backbone
 from tl_lightning.callbacks.factory import build_callbacks
 from tl_lightning.config.schema import MODEL_SWITCHES
 from tl_lightning.data import build_datamodule
+from tl_lightning.data.base import batch_size_for
 from tl_lightning.errors import ConfigError
 from tl_lightning.features import FeatureDataModule, load_or_build
 from tl_lightning.loggers import build_loggers, finish_wandb
@@ -72,8 +73,6 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     if not strategy.uses_pretrained and cfg.backbone.weights is not None:
         raise ConfigError(f"strategy={strategy.name} starts from random weights; drop backbone.weights={cfg.backbone.weights}")
     pretrained = bool(cfg.backbone.pretrained and strategy.uses_pretrained)
-    if not strategy.uses_pretrained and cfg.backbone.kind == "checkpoint":
-        raise ConfigError(f"strategy={strategy.name} starts from random weights; it cannot start from backbone=checkpoint")
     backbone = build_backbone(cfg.backbone, pretrained=pretrained, choice=backbone_choice, image_size=cfg.data.image_size)
     datamodule = build_datamodule(cfg.data, backbone.input_spec, cfg.paths.data_dir)
     datamodule.setup("fit")
@@ -92,7 +91,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
             log.info("features are not cached: data.augment=%s changes the training images every epoch", cfg.data.augment)
         else:
             tensors, feature_cache = load_or_build(backbone, datamodule, cfg.paths.cache_dir,
-                                                   cfg.data.eval_batch_size or cfg.data.batch_size)
+                                                   batch_size_for(cfg.data, "test"))
             datamodule = FeatureDataModule(tensors, datamodule)
             module.features_input = True
     apply_model_switches(module, cfg.trainer)
@@ -233,7 +232,7 @@ class SourceEvaluation:
 
             dm = build(OmegaConf.create(task.data_config), backbone.input_spec, cfg.paths.data_dir)
             dm.setup("test")
-            self.loader = dm.plain_loader("test", cfg.data.eval_batch_size or cfg.data.batch_size)
+            self.loader = dm.plain_loader("test", batch_size_for(cfg.data, "test"))
 
     @torch.no_grad()
     def accuracy(self) -> float:

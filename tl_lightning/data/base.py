@@ -105,9 +105,8 @@ class TransferDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         cfg = self.cfg
-        batch = cfg.batch_size if split == "train" else (cfg.eval_batch_size or cfg.batch_size)
         return DataLoader(
-            self.datasets[split], batch_size=batch, num_workers=cfg.num_workers,
+            self.datasets[split], batch_size=batch_size_for(cfg, split), num_workers=cfg.num_workers,
             pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0,
             **shuffle_kwargs(self, len(self.datasets[split]), cfg.seed, shuffle),
         )
@@ -130,6 +129,11 @@ class TransferDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def batch_size_for(cfg, split: str) -> int:
+    """data.batch_size for training, data.eval_batch_size (default: the same) for val/test."""
+    return cfg.batch_size if split == "train" else (cfg.eval_batch_size or cfg.batch_size)
 
 
 class EpochShuffleSampler(Sampler):
