@@ -26,7 +26,9 @@ slurm:
 train: install data
 	$(PY) train.py $(ARGS)
 
+# lint (ruff, configured in pyproject.toml), then the whole suite
 test: install data slurm
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-logs:

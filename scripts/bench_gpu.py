@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 
 class FixedBatches(Dataset):
-    """The same pre-made batch, ``steps`` times (batch_size=None in the DataLoader)."""
+    """The same pre-made batch in the harness's batch shape, ``steps`` times (batch_size=None in the DataLoader)."""
 
     def __init__(self, batch_size: int, size: int, steps: int, classes: int, pin: bool):
         self.x = torch.randn(batch_size, 3, size, size)
@@ -32,18 +32,19 @@ class FixedBatches(Dataset):
         if pin:
             self.x, self.y = self.x.pin_memory(), self.y.pin_memory()
         self.steps = steps
+        self.index, self.group = torch.arange(batch_size), torch.full((batch_size,), -1)
 
     def __len__(self):
         return self.steps
 
     def __getitem__(self, i):
-        return self.x, self.y
+        return {"inputs": self.x, "target": self.y, "index": self.index, "group": self.group}
 
 
 def build_model(arch: str, classes: int):
     from omegaconf import OmegaConf
 
-    from tl_lightning.backbones import build_backbone
+    from tl_lightning.backbones.registry import build_backbone
     from tl_lightning.config.schema import BackboneConf
 
     cfg = OmegaConf.structured(BackboneConf)
@@ -60,7 +61,8 @@ def plain(args, device: str) -> float:
                                      pin=device == "cuda"), batch_size=None)
     model.train()
     start = None
-    for i, (x, y) in enumerate(loader):
+    for i, batch in enumerate(loader):
+        x, y = batch["inputs"], batch["target"]
         if i == args.warmup:
             _sync(device)
             start = time.perf_counter()
@@ -96,7 +98,7 @@ class Throughput(L.Callback):
 def harness(args, device: str, devices: int) -> float:
     from omegaconf import OmegaConf
 
-    from tl_lightning.config.schema import OptimizerConf, SchedulerConf, StrategyConf
+    from tl_lightning.config.schema import LossConf, OptimizerConf, SchedulerConf, StrategyConf
     from tl_lightning.module import TransferModule
     from tl_lightning.strategies import build_strategy
 
@@ -107,7 +109,8 @@ def harness(args, device: str, devices: int) -> float:
     opt.name = "sgd"
     sched = OmegaConf.structured(SchedulerConf)
     sched.name = "none"
-    module = TransferModule(backbone, args.classes, build_strategy(st), opt, sched)
+    loss = OmegaConf.merge(OmegaConf.structured(LossConf), {"name": "ce"})
+    module = TransferModule(backbone, args.classes, build_strategy(st), opt, sched, loss)
     module.channels_last = True
     module.to(memory_format=torch.channels_last)
     timer = Throughput(args.warmup, args.batch_size, device)

@@ -33,14 +33,14 @@ def plain_loop(cfg, out_dir: str) -> float:
     """What a careful user would write by hand for the same job."""
     import lightning as L
 
-    from tl_lightning.backbones import build_backbone
+    from tl_lightning.backbones.registry import build_backbone
     from tl_lightning.data import build_datamodule
     from tl_lightning.optim import build_optimizer, cosine_with_warmup
 
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     backbone = build_backbone(cfg.backbone, pretrained=True, image_size=cfg.data.image_size)
-    dm = build_datamodule(cfg.data, backbone.input_spec)
+    dm = build_datamodule(cfg.data, backbone.preprocessing)
     dm.setup("fit")
     head = torch.nn.Sequential(torch.nn.Dropout(cfg.backbone.head_dropout), torch.nn.Linear(backbone.feature_dim, dm.num_classes))
     model = torch.nn.Sequential(backbone, head)
@@ -56,15 +56,15 @@ def plain_loop(cfg, out_dir: str) -> float:
         model.eval()
         correct = count = 0
         with torch.no_grad():
-            for x, y in loader:
-                correct += (model(x).argmax(-1) == y).sum().item()
-                count += len(y)
+            for batch in loader:
+                correct += (model(batch["inputs"]).argmax(-1) == batch["target"]).sum().item()
+                count += len(batch["target"])
         return correct / count
 
     for _ in range(cfg.trainer.max_epochs):
         model.train()
-        for x, y in train_loader:
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+        for batch in train_loader:
+            loss = torch.nn.functional.cross_entropy(model(batch["inputs"]), batch["target"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -23,8 +23,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path)
     args = parser.parse_args()
-    from tl_lightning.backbones import build_backbone
-    from tl_lightning.run import SourceEvaluation
+    from tl_lightning.backbones.registry import build_backbone
+    from tl_lightning.data.base import batch_size_for
+    from tl_lightning.source_eval import SourceEvaluation
 
     print("| run | strategy | seed | source acc before | after | after, source BN statistics restored |")
     print("|---|---|---|---|---|---|")
@@ -33,8 +34,8 @@ def main() -> int:
         if not summary.get("source"):
             continue
         cfg = OmegaConf.load(summary_path.parent / "config_resolved.yaml")
-        backbone = build_backbone(cfg.backbone, pretrained=False, image_size=cfg.data.image_size)
-        evaluation = SourceEvaluation(backbone.source_task, backbone, cfg)
+        backbone = build_backbone(cfg.backbone, pretrained=False, image_size=cfg.data.get("image_size"))
+        evaluation = SourceEvaluation(backbone.source_task, backbone, cfg.paths.data_dir, batch_size_for(cfg.data, "test"))
         source_state = {k: v.clone() for k, v in backbone.state_dict().items()}
         tested = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
         backbone.load_state_dict({k[len("backbone."):]: v for k, v in tested.items() if k.startswith("backbone.")})

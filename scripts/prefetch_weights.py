@@ -30,7 +30,7 @@ def main(argv) -> int:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose("train", overrides=list(argv))
         backbone_cfg = OmegaConf.merge(OmegaConf.structured(BackboneConf), cfg.backbone)
-        from tl_lightning.backbones import build_backbone
+        from tl_lightning.backbones.registry import build_backbone
 
         backbone = build_backbone(backbone_cfg, pretrained=True, choice=" ".join(argv))
     except (TLError, HydraException, OmegaConfBaseException) as exc:

@@ -37,6 +37,28 @@ def run_multirun(args, sweep_dir, env=None, timeout=900):
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def train_inprocess(args, run_dir):
+    """Compose, validate and run in this process, as train.py does; returns (metrics, summary)."""
+    from tl_lightning.compose import compose_config
+    from tl_lightning.run import train
+
+    cfg = compose_config(args, str(run_dir))
+    return train(cfg, str(run_dir))
+
+
+def expect_user_error(args, run_dir, *fragments) -> str:
+    """The run stops with one of the project's error types (train.py prints it as its one line, exit 2)."""
+    from tl_lightning.errors import TLError
+
+    with pytest.raises(TLError) as info:
+        train_inprocess(args, run_dir)
+    message = str(info.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
 @pytest.fixture
 def compose():
     """Compose conf/train.yaml with overrides, as train.py would, unvalidated (the tests validate)."""

@@ -27,7 +27,7 @@ class WeightDigest(L.Callback):
             fh.write(line + "\n")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        penalty = trainer.callback_metrics.get("train/penalty")
+        penalty = trainer.callback_metrics.get(f"train/{pl_module.strategy.name}")  # ewc, l2sp: their loss term
         phase = getattr(pl_module.strategy, "phase", None)
         self._write(trainer, pl_module, f"epoch={trainer.current_epoch} phase={phase} "
                     f"trainable={sum(p.requires_grad for p in pl_module.parameters())} "

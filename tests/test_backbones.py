@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tl_lightning.backbones import build_backbone
+from tl_lightning.backbones.registry import build_backbone
 from tl_lightning.config.schema import BackboneConf
 from tl_lightning.errors import WeightsError
 

@@ -1,88 +1,162 @@
-from pathlib import Path
+"""The composed config: schemas, option files, and every mistake the check catches before torch is imported."""
+
+import sys
 
 import pytest
+from omegaconf import OmegaConf
 
-from tl_lightning.config import schema
-from tl_lightning.config.validate import validate_config
+from tl_lightning.config import group_options, schema
+from tl_lightning.config.validate import check_metric_names, validate_config
 from tl_lightning.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+OPTIONS = group_options()
 
 
-def options(group):
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-@pytest.mark.parametrize("data", options("data"))
-def test_every_data_option_validates(compose, data):
+@pytest.mark.parametrize("data", OPTIONS["data"])
+def test_every_data_option_validates_with_its_schema(compose, data):
     over = [f"data={data}"] + (["data.root=/tmp"] if data == "image_folder" else [])
     cfg = validate_config(compose(over))
     assert cfg.data.name == data
+    assert OmegaConf.get_type(cfg.data) is (schema.SyntheticDataConf if data == "synthetic" else schema.ImageDataConf)
 
 
-@pytest.mark.parametrize("backbone", options("backbone"))
+@pytest.mark.parametrize("backbone", OPTIONS["backbone"])
 def test_every_backbone_option_validates(compose, backbone, tmp_path):
+    from tl_lightning.backbones.registry import BUILDERS
+
     over = [f"backbone={backbone}"] + (["backbone.name=resnet18"] if backbone == "timm" else [])
     if backbone == "checkpoint":  # validation checks that the file exists
         (tmp_path / "best.ckpt").write_bytes(b"")
         over.append(f"backbone.path={tmp_path / 'best.ckpt'}")
     cfg = validate_config(compose(over))
-    assert cfg.backbone.kind in schema.BACKBONE_KINDS
+    assert cfg.backbone.kind in BUILDERS
 
 
-@pytest.mark.parametrize("group", ["strategy", "trainer", "logger", "callbacks", "experiment", "debug"])
+@pytest.mark.parametrize("group", ["strategy", "loss", "trainer", "logger", "callbacks", "experiment", "debug"])
 def test_every_option_of_other_groups_validates(compose, group, tmp_path):
     source = tmp_path / "best.ckpt"  # experiment=split_fashion starts from a source run's checkpoint
     source.write_bytes(b"")
-    for option in options(group):
+    for option in OPTIONS[group]:
         extra = [f"backbone.path={source}"] if option == "split_fashion" else []
-        validate_config(compose([f"{group}={option}", *extra]))
+        cfg = validate_config(compose([f"{group}={option}", *extra]))
+        if group == "strategy":
+            assert cfg.strategy.name == option
 
 
-def test_registries_match_schemas_and_config_files():
+def test_registries_match_config_files():
     from tl_lightning.data.registry import DATAMODULES
+    from tl_lightning.losses import CRITERIA
     from tl_lightning.strategies import STRATEGIES
 
-    assert set(DATAMODULES) == set(schema.DATA_SCHEMAS) == set(options("data"))
-    assert set(STRATEGIES) == set(schema.STRATEGY_SCHEMAS) == set(options("strategy"))
+    assert set(DATAMODULES) == set(OPTIONS["data"])
+    assert set(STRATEGIES) == set(OPTIONS["strategy"])
+    assert set(CRITERIA) == set(OPTIONS["loss"])
 
 
-def test_misspelled_key_names_its_full_path(compose):
-    with pytest.raises(ConfigError, match=r"data\.samples_per_clas\b"):
-        validate_config(compose(["+data.samples_per_clas=3"]))
+def test_config_check_imports_no_torch():
+    import subprocess
+
+    code = ("import sys; from tl_lightning.compose import compose_config; compose_config([], '/tmp/x'); "
+            "print(sorted(m for m in ('torch', 'lightning', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
 
 
-def test_wrong_type_names_its_full_path(compose):
-    with pytest.raises(ConfigError, match=r"trainer\.max_epochs"):
-        validate_config(compose(["trainer.max_epochs=many"]))
+def test_option_files_list_only_what_differs_from_their_schema():
+    """One source of truth: no option YAML restates a schema default."""
+    from pathlib import Path
+
+    from tl_lightning.config import CONFIG_DIR
+
+    restated = []
+    for group, node in (("strategy", None), ("data", None), ("trainer", schema.TrainerConf),
+                        ("backbone", schema.BackboneConf), ("loss", schema.LossConf)):
+        for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")):
+            own = OmegaConf.load(path)
+            names = [d for d in own.get("defaults", []) if isinstance(d, str) and d.startswith("schema")]
+            base_node = node
+            if names:
+                from hydra.core.config_store import ConfigStore
+
+                base_node = ConfigStore.instance().load(f"{group}/{names[0]}.yaml").node
+            base = OmegaConf.structured(base_node) if not isinstance(base_node, type(own)) else base_node
+            defaults = OmegaConf.to_container(base, resolve=False)
+            for key, value in OmegaConf.to_container(own, resolve=False).items():
+                if key != "defaults" and key in defaults and defaults[key] == value:
+                    restated.append(f"{group}/{path.name}: {key}")
+    assert not restated, restated
 
 
-def test_key_of_another_dataset_is_refused(compose):
-    # num_classes belongs to data=synthetic only
-    with pytest.raises(ConfigError, match=r"data\.num_classes"):
-        validate_config(compose(["+data.num_classes=3"]))
-
-
-@pytest.mark.parametrize("override,key", [
-    ("data.augment=heavy", "data.augment"),
-    ("optimizer.name=lamb", "optimizer.name"),
-    ("scheduler.name=step", "scheduler.name"),
-    ("optimized_metric=val/accuracy", "optimized_metric"),
-    ("data.val_fraction=1.5", "data.val_fraction"),
-    ("data.samples_per_class=0", "data.samples_per_class"),
-    ("strategy.lr=-1", "strategy.lr"),
-])
-def test_bad_values_name_key_and_valid_choices(compose, override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate_config(compose([override]))
-
-
-def test_unknown_strategy_name_lists_valid_ones(compose):
-    with pytest.raises(ConfigError, match="valid: ewc, finetune, l2sp, linear_probe, lp_ft, progressive, scratch"):
-        validate_config(compose(["strategy.name=ewc_typo"]))
+def test_help_groups_come_from_the_option_files():
+    assert OPTIONS["strategy"] == ["ewc", "finetune", "l2sp", "linear_probe", "lp_ft", "progressive", "scratch"]
+    assert all(not name.startswith("schema") for options in OPTIONS.values() for name in options)
 
 
 def test_interpolations_are_resolved(compose):
     cfg = validate_config(compose(["seed=7"]))
     assert cfg.data.seed == 7
     assert cfg.callbacks.model_checkpoint.monitor == "val/acc"
+
+
+@pytest.mark.parametrize("args,fragments", [
+    # composition (Hydra + the schemas)
+    (["backbone=resnet51"], ["backbone/resnet51", "valid options: ", "resnet50"]),
+    (["strategy=ewc_typo"], ["strategy/ewc_typo", "linear_probe"]),
+    (["data=mnist"], ["data/mnist", "fashion_mnist"]),
+    (["trainer.max_epoch=3"], ["trainer.max_epoch"]),
+    (["+data.samples_per_clas=3"], ["data.samples_per_clas"]),
+    (["data.batch_size=big"], ["data.batch_size"]),
+    (["trainer.max_epochs=many"], ["trainer.max_epochs"]),
+    (["+data.num_classes=3"], ["data.num_classes"]),  # a key of data=synthetic only
+    (["data=synthetic", "+data.augmentation=none"], ["data.augmentation"]),
+    (["strategy=finetune", "strategy.alpha=0.1"], ["strategy.alpha"]),  # a key of l2sp only
+    # values (validate_config)
+    (["data.augment=heavy"], ["data.augment", "none, basic, strong"]),
+    (["optimizer.name=lamb"], ["optimizer.name", "adamw, sgd"]),
+    (["scheduler.name=step"], ["scheduler.name"]),
+    (["data.val_fraction=1.5"], ["data.val_fraction"]),
+    (["data.samples_per_class=0"], ["data.samples_per_class"]),
+    (["strategy.lr=-1"], ["strategy.lr"]),
+    (["loss.label_smoothing=1.2"], ["loss.label_smoothing"]),
+    (["strategy.name=ewc_typo"], ["unknown strategy 'ewc_typo'", "ewc, finetune, l2sp, linear_probe, lp_ft"]),
+    (["strategy=progressive", "scheduler.name=onecycle"], ["use scheduler.name=cosine or none"]),
+    (["strategy=progressive", "strategy.schedule=weekly"], ["strategy.schedule", "epochs, plateau, phases"]),
+    (["strategy=progressive", "strategy.schedule=phases"], ["strategy.schedule=phases needs strategy.phases"]),
+    (["strategy=progressive", "strategy.phases=[{group: [layer4]}]"], ["strategy.phases[0]", "expected a mapping"]),
+    (["strategy=lp_ft", "strategy.lp_epochs=null"], ["needs strategy.lp_epochs or strategy.lp_patience"]),
+    (["strategy=ewc", "strategy.fisher_source=source"], ["fisher_source=source needs backbone=checkpoint"]),
+    (["strategy=ewc", "strategy.fisher_source=prior"], ["strategy.fisher_source", "auto, source, target, uniform"]),
+    (["strategy=finetune", "strategy.layer_decay=1.5"], ["strategy.layer_decay", "(0, 1]"]),
+    (["backbone=checkpoint"], ["backbone.path"]),
+    (["backbone=checkpoint", "backbone.path=/nonexistent/best.ckpt"], ["backbone.path: no such file", "/nonexistent"]),
+    (["resume=/nonexistent/last.ckpt"], ["resume: no such checkpoint file", "resume=auto"]),
+])
+def test_mistakes_are_one_line_naming_the_key(args, fragments):
+    from tl_lightning.compose import compose_config
+
+    with pytest.raises(ConfigError) as info:
+        compose_config(args, "/tmp/tl-test-run")
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_scratch_cannot_start_from_a_checkpoint(compose, tmp_path):
+    (tmp_path / "best.ckpt").write_bytes(b"")
+    with pytest.raises(ConfigError, match="strategy=scratch starts from random weights"):
+        validate_config(compose(["strategy=scratch", "backbone=checkpoint", f"backbone.path={tmp_path / 'best.ckpt'}"]))
+
+
+def test_any_logged_metric_may_be_monitored_and_others_are_refused(compose):
+    logged = {"val/acc", "val/f1_macro", "val/loss", "val/acc_class/Bag", "train/ewc", "test/acc"}
+    for metric in ("val/f1_macro", "val/acc_class/Bag", "train/ewc"):
+        check_metric_names(validate_config(compose([f"optimized_metric={metric}"])), logged)
+    with pytest.raises(ConfigError, match=r"'optimized_metric': 'val/accuracy' is not a metric this run logs; "
+                                          r"valid: test/acc, train/ewc, val/acc, val/f1_macro, val/loss"):
+        check_metric_names(validate_config(compose(["optimized_metric=val/accuracy"])), logged)
+    with pytest.raises(ConfigError, match=r"callbacks\.early_stopping\.monitor"):
+        check_metric_names(validate_config(compose(["callbacks.early_stopping.monitor=val/top5"])), logged)
+    # a switched-off callback's monitor is not checked
+    check_metric_names(validate_config(compose(["callbacks.early_stopping.monitor=val/top5",
+                                                "callbacks.early_stopping.enabled=false"])), logged)

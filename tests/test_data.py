@@ -4,14 +4,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tl_lightning.backbones.base import InputSpec
-from tl_lightning.config.schema import DataConf, SyntheticDataConf
+from tests.helpers import write_fashion_root, write_image_tree
+from tl_lightning.backbones.preprocessing import ImagePreprocessing, InputSpec
+from tl_lightning.config.schema import ImageDataConf as DataConf
+from tl_lightning.config.schema import SyntheticDataConf
 from tl_lightning.data import build_datamodule
 from tl_lightning.data.fashion_mnist import DEBIAN_DIR
 from tl_lightning.errors import DataError
-from tests.helpers import write_fashion_root, write_image_tree
 
 SPEC = InputSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+PREP = ImagePreprocessing(SPEC)
 
 
 def data_cfg(name, schema=DataConf, **kw):
@@ -23,7 +25,7 @@ def data_cfg(name, schema=DataConf, **kw):
 
 
 def setup(name, schema=DataConf, spec=SPEC, **kw):
-    dm = build_datamodule(data_cfg(name, schema, **kw), spec)
+    dm = build_datamodule(data_cfg(name, schema, **kw), ImagePreprocessing(spec))
     dm.setup("fit")
     return dm
 
@@ -37,8 +39,9 @@ def test_debian_fashion_mnist_budget_and_disjoint_splits():
     assert dm.split_info["class_counts"]["test"] == [7] * 10
     train, val = dm.datasets["train"], dm.datasets["val"]
     assert train.source is val.source and not set(train.indices) & set(val.indices)
-    x, y = train[0]
-    assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and 0 <= y < 10
+    item = train[0]
+    assert item["inputs"].shape == (3, 16, 16) and item["inputs"].dtype == torch.float32
+    assert item["target"] == int(train.targets[0]) and item["index"] == int(train.indices[0]) and item["group"] == -1
 
 
 def test_split_is_seeded():
@@ -79,7 +82,7 @@ def test_image_folder_split_by_seed(tmp_path):
     dm = setup("image_folder", root=root, val_fraction=0.2, test_fraction=0.2)
     assert dm.class_names == ["cat", "dog"]
     assert sum(dm.split_info["sizes"].values()) == 20
-    x, y = dm.datasets["train"][0]
+    x = dm.datasets["train"][0]["inputs"]
     assert x.shape == (3, 16, 16)
 
 
@@ -120,7 +123,7 @@ def test_torchvision_dataset_missing_says_how_to_get_it(tmp_path):
 def test_torchvision_download_offline_fails_fast(tmp_path):
     import time
 
-    dm = build_datamodule(data_cfg("cifar10", root=str(tmp_path), download=True), SPEC)
+    dm = build_datamodule(data_cfg("cifar10", root=str(tmp_path), download=True), PREP)
     start = time.time()
     with pytest.raises(DataError, match="unreachable"):
         dm.prepare_data()
@@ -129,14 +132,51 @@ def test_torchvision_download_offline_fails_fast(tmp_path):
 
 def test_grayscale_becomes_three_channels_and_is_normalised():
     dm = setup("synthetic", SyntheticDataConf, channels=1, per_class=10)
-    x, _ = dm.datasets["val"][0]
+    ds = dm.datasets["val"]
+    x = ds[0]["inputs"]
     assert x.shape == (3, 16, 16)
-    assert torch.equal(x[0], x[1])
-    assert x.min() >= (0 - 0.5) / 0.25 - 1e-5 and x.max() <= (1 - 0.5) / 0.25 + 1e-5
+    assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
+    raw = torch.as_tensor(ds.source.sample(int(ds.indices[0])), dtype=torch.float32)[..., 0]  # 32 px, one channel
+    expected = (torch.nn.functional.interpolate(raw[None, None] / 255, size=16, mode="bilinear", antialias=True)[0, 0]
+                - 0.5) / 0.25
+    assert torch.allclose(x[0], expected, atol=0.02), "resized to the spec's size and normalised with its mean/std"
 
 
 @pytest.mark.parametrize("augment", ["none", "basic", "strong"])
 def test_augment_presets_keep_the_input_spec(augment):
     dm = setup("synthetic", SyntheticDataConf, augment=augment, per_class=10)
-    x, _ = dm.datasets["train"][0]
-    assert x.shape == (3, 16, 16) and torch.isfinite(x).all()
+    train = dm.datasets["train"]
+    torch.manual_seed(0)
+    first, second = train[0]["inputs"], train[0]["inputs"]
+    assert first.shape == (3, 16, 16) and torch.isfinite(first).all()
+    plain = train.with_transform(dm.preprocessing.transform(train=False))[0]["inputs"]
+    if augment == "none":
+        assert torch.equal(first, second) and torch.equal(first, plain) and dm.train_is_deterministic
+    else:
+        assert not torch.equal(first, second) and not dm.train_is_deterministic
+
+
+def test_the_backbone_preprocessing_feeds_every_split_and_modalities_must_match():
+    from tl_lightning.errors import ConfigError
+
+    dm = setup("synthetic", SyntheticDataConf, per_class=10, augment="basic")
+    assert dm.preprocessing is not None and dm.augment == "basic"
+    assert repr(dm.datasets["val"].transform) == repr(PREP.transform(train=False))
+    assert repr(dm.datasets["train"].transform) == repr(PREP.transform(train=True, augment="basic"))
+
+    class TextPreprocessing:
+        modality = "text"
+
+    with pytest.raises(ConfigError, match="data=synthetic holds image samples but the backbone takes text input"):
+        build_datamodule(data_cfg("synthetic", SyntheticDataConf), TextPreprocessing())
+
+
+def test_loaders_yield_the_batch_shape():
+    dm = setup("synthetic", SyntheticDataConf, per_class=10, batch_size=4)
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"inputs", "target", "index", "group"}
+    assert batch["inputs"].shape == (4, 3, 16, 16) and batch["group"].tolist() == [-1] * 4
+    train = dm.datasets["train"]
+    position = {int(i): k for k, i in enumerate(train.indices)}
+    for index, target in zip(batch["index"].tolist(), batch["target"].tolist()):
+        assert target == int(train.targets[position[index]]), "index is the dataset index of that sample"

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tl_lightning.backbones import build_backbone
+from tl_lightning.backbones.registry import build_backbone
 from tl_lightning.config.schema import SyntheticDataConf
 from tl_lightning.data import build_datamodule
 from tl_lightning.features import FeatureDataModule, load_or_build
@@ -17,7 +17,7 @@ def parts():
     data = OmegaConf.merge(OmegaConf.structured(SyntheticDataConf),
                            {"name": "synthetic", "seed": 0, "per_class": 12, "image_size": 32, "augment": "none",
                             "val_fraction": 0.25, "test_fraction": 0.25})
-    dm = build_datamodule(data, backbone.input_spec)
+    dm = build_datamodule(data, backbone.preprocessing)
     dm.setup("fit")
     return backbone, dm
 
@@ -32,15 +32,20 @@ def test_features_are_the_backbone_outputs_and_a_second_load_hits(parts, tmp_pat
     backbone, dm = parts
     tensors, how = load_or_build(backbone, dm, str(tmp_path), batch_size=4)
     assert how == "miss"
+    assert backbone.training, "extraction gives the backbone its mode back"
     backbone.eval()
-    x, y = next(iter(dm.plain_loader("val", batch_size=len(dm.datasets["val"]))))
+    batch = next(iter(dm.plain_loader("val", batch_size=len(dm.datasets["val"]))))
     with torch.no_grad():
-        assert torch.allclose(tensors["val_x"], backbone(x), atol=1e-5)
-    assert torch.equal(tensors["val_y"], y) and len(tensors["train_y"]) == len(dm.datasets["train"])
+        assert torch.allclose(tensors["val_x"], backbone(batch["inputs"]), atol=1e-5)
+    assert torch.equal(tensors["val_target"], batch["target"]) and torch.equal(tensors["val_index"], batch["index"])
+    assert len(tensors["train_target"]) == len(dm.datasets["train"])
     again, how = load_or_build(backbone, dm, str(tmp_path), batch_size=4)
     assert how == "hit" and all(torch.equal(again[k], tensors[k]) for k in tensors)
     fdm = FeatureDataModule(tensors, dm)
     assert fdm.num_classes == dm.num_classes and len(fdm.train_dataloader().dataset) == len(dm.datasets["train"])
+    feature_batch = next(iter(fdm.val_dataloader()))
+    assert set(feature_batch) == {"inputs", "target", "index", "group"}
+    assert torch.equal(feature_batch["inputs"], tensors["val_x"][:len(feature_batch["target"])])
 
 
 def test_other_weights_get_another_cache_entry(parts, tmp_path):

@@ -4,22 +4,25 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tl_lightning.backbones import build_backbone
-from tl_lightning.config.schema import STRATEGY_SCHEMAS, BackboneConf, OptimizerConf, SchedulerConf
+from tl_lightning.backbones.registry import build_backbone
+from tl_lightning.config.schema import BackboneConf, LossConf, OptimizerConf, SchedulerConf
+from tl_lightning.config.validate import option_schema
 from tl_lightning.module import TransferModule
 from tl_lightning.optim import build_optimizer, cosine_with_warmup
 from tl_lightning.strategies import build_strategy
+
+CE = OmegaConf.merge(OmegaConf.structured(LossConf), {"name": "ce"})
 
 
 def make_module(strategy_name, lr=1e-3, mult=0.1, optimizer="adamw", **strategy_keys):
     bb = OmegaConf.structured(BackboneConf)
     bb.kind, bb.name = "torchvision", "resnet18"
     backbone = build_backbone(bb, pretrained=False, image_size=32)
-    st = OmegaConf.merge(OmegaConf.structured(STRATEGY_SCHEMAS[strategy_name]),
+    st = OmegaConf.merge(OmegaConf.structured(option_schema("strategy", strategy_name)),
                          {"name": strategy_name, "lr": lr, "backbone_lr_mult": mult, **strategy_keys})
     opt = OmegaConf.structured(OptimizerConf)
     opt.name = optimizer
-    return TransferModule(backbone, 3, build_strategy(st), opt, OmegaConf.structured(SchedulerConf))
+    return TransferModule(backbone, 3, build_strategy(st), opt, OmegaConf.structured(SchedulerConf), CE)
 
 
 def train_steps(module, steps=3):
@@ -250,14 +253,17 @@ def test_empirical_fisher_per_sample_matches_manual_gradients():
     torch.manual_seed(0)
     backbone, head = nn.Linear(4, 3), nn.Linear(3, 2)
     xs, ys = torch.randn(5, 4), torch.tensor([0, 1, 1, 0, 1])
-    loader = [(xs[i:i + 1], ys[i:i + 1]) for i in range(5)]
-    fisher = empirical_fisher(backbone, head, loader, "cpu")
+    loader = [{"inputs": xs[i:i + 1], "target": ys[i:i + 1]} for i in range(5)]
+    fisher = empirical_fisher(backbone, head, loader, torch.nn.CrossEntropyLoss(), "cpu")
     manual = torch.zeros_like(backbone.weight)
     for i in range(5):
         backbone.zero_grad()
         torch.nn.functional.cross_entropy(head(backbone(xs[i:i + 1])), ys[i:i + 1]).backward()
         manual += backbone.weight.grad ** 2
     assert torch.allclose(fisher[0], manual / 5, atol=1e-7)
+    assert backbone.training and head.training, "the modules get their mode back"
+    smoothed = empirical_fisher(backbone, head, loader, torch.nn.CrossEntropyLoss(label_smoothing=0.3), "cpu")
+    assert not torch.allclose(smoothed[0], fisher[0]), "the Fisher follows the configured criterion"
 
 
 def test_progressive_train_bn_trains_norm_affine_of_frozen_groups_but_not_their_stats():

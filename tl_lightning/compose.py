@@ -1,22 +1,29 @@
-"""Compose conf/train.yaml outside of `train.py` (scripts, benchmarks), resolving Hydra's own interpolations."""
+"""Compose conf/train.yaml outside of `train.py` (scripts, benchmarks, tests), resolving Hydra's own
+interpolations; a composition error is the same one-line ConfigError train.py prints."""
 
 from pathlib import Path
 from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from tl_lightning.config import CONFIG_DIR
 
 
 def compose_config(overrides: Sequence[str] = (), output_dir: str = ".", validate: bool = True) -> DictConfig:
     """The config train.py would build for these overrides (validated unless asked not to), run dir = output_dir."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from tl_lightning.config.validate import validate_config
+    from tl_lightning.errors import ConfigError, one_line
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True)
+        try:
+            cfg = compose("train", overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException) as exc:  # what train.py prints as its one line
+            raise ConfigError(one_line(exc)) from None
     OmegaConf.set_readonly(cfg.hydra, False)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)

@@ -26,3 +26,18 @@ class WeightsError(TLError):
 def unknown_name(kind: str, name: str, valid, where: str) -> ConfigError:
     """The standard 'unknown X' error: what is wrong, what is valid, where."""
     return ConfigError(f"unknown {kind} '{name}' ({where}); valid: {', '.join(sorted(valid))}")
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf errors span several lines; keep what is wrong, what is valid and where."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.options:
+        first = str(exc).strip().splitlines()[0]
+        return f"{first}; valid options: {', '.join(sorted(exc.options))}"
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    cause = exc.__cause__
+    if cause is not None:
+        cause_lines = [ln.strip() for ln in str(cause).strip().splitlines() if ln.strip()]
+        lines = lines[:1] + cause_lines[:1] + lines[1:]
+    return "; ".join(ln.rstrip(".") for ln in lines[:3]) if lines else type(exc).__name__

@@ -14,8 +14,9 @@ from typing import Any, Dict, Tuple
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
+from tl_lightning.batch import collect, sample
 from tl_lightning.data.base import batch_size_for, shuffle_kwargs
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def weights_hash(module: torch.nn.Module) -> str:
 
 def cache_key(backbone, datamodule) -> Dict[str, Any]:
     return {
-        "version": 1,
+        "version": 2,
         "architecture": backbone.arch,
         "weights": weights_hash(backbone),
         "split": {k: datamodule.split_info[k] for k in ("dataset", "fingerprint", "sizes", "kept_class_ids",
@@ -49,19 +50,14 @@ def _checksum(tensors: Dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
 def extract(backbone, datamodule, batch_size: int) -> Dict[str, torch.Tensor]:
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device
+    """Features of every split with the eval transform: {split}_{x,target,group,index} tensors."""
     out = {}
     for split in SPLITS:
-        feats, labels = [], []
-        for x, y in datamodule.plain_loader(split, batch_size):
-            feats.append(backbone(x.to(device)).float().cpu())
-            labels.append(y)
-        out[f"{split}_x"], out[f"{split}_y"] = torch.cat(feats), torch.cat(labels)
-    backbone.train(was_training)
+        got = collect(lambda b: backbone(b["inputs"]), datamodule.plain_loader(split, batch_size), [backbone])
+        out[f"{split}_x"] = got["outputs"]
+        for key in ("target", "group", "index"):
+            out[f"{split}_{key}"] = got[key]
     return out
 
 
@@ -93,6 +89,20 @@ def load_or_build(backbone, datamodule, cache_dir: str, batch_size: int) -> Tupl
     return tensors, how
 
 
+class FeatureDataset(Dataset):
+    """Cached features of one split, items in the batch shape."""
+
+    def __init__(self, tensors: Dict[str, torch.Tensor], split: str):
+        self.x, self.target = tensors[f"{split}_x"], tensors[f"{split}_target"]
+        self.group, self.index = tensors[f"{split}_group"], tensors[f"{split}_index"]
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def __getitem__(self, k: int):
+        return sample(self.x[k], self.target[k], self.index[k], self.group[k])
+
+
 class FeatureDataModule(L.LightningDataModule):
     """Train/val/test loaders over cached features, with the original datamodule's batch sizes."""
 
@@ -106,9 +116,9 @@ class FeatureDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         cfg = self.source.cfg
-        return DataLoader(TensorDataset(self.tensors[f"{split}_x"], self.tensors[f"{split}_y"]),
-                          batch_size=batch_size_for(cfg, split),
-                          **shuffle_kwargs(self, len(self.tensors[f"{split}_y"]), cfg.seed, shuffle))
+        dataset = FeatureDataset(self.tensors, split)
+        return DataLoader(dataset, batch_size=batch_size_for(cfg, split),
+                          **shuffle_kwargs(self, len(dataset), cfg.seed, shuffle))
 
     def train_dataloader(self):
         return self._loader("train", True)

@@ -1,26 +1,34 @@
-"""TransferModule: one LightningModule for every strategy (backbone + new head + loss + metrics)."""
+"""TransferModule: one LightningModule for every strategy (backbone + new head + loss + metrics).
 
-from typing import Any, Dict, List, Optional
+The loss is the ``loss`` group's criterion plus the terms from ``loss.terms`` and from the strategy
+(tl_lightning/losses); batches are dicts (tl_lightning/batch.py). Checkpoints record what
+``tl_lightning.inference`` needs to rebuild the model without this class.
+"""
+
+from typing import Any, Dict, List, Optional, Set
 
 import lightning as L
 import torch
-from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from tl_lightning.backbones.base import Backbone
+from tl_lightning.inference import build_head
+from tl_lightning.losses import build_criterion, build_terms, total_loss
 from tl_lightning.metrics import StageMetrics
 from tl_lightning.optim import build_optimizer, build_scheduler
 from tl_lightning.strategies.base import Strategy
 
 
 class TransferModule(L.LightningModule):
-    def __init__(self, backbone: Backbone, num_classes: int, strategy: Strategy, optimizer_cfg, scheduler_cfg,
+    def __init__(self, backbone: Backbone, num_classes: int, strategy: Strategy, optimizer_cfg, scheduler_cfg, loss_cfg,
                  class_names: Optional[List[str]] = None, head_dropout: float = 0.0,
                  run_config: Optional[Dict[str, Any]] = None):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(backbone.feature_dim, num_classes))
-        self.criterion = nn.CrossEntropyLoss()
+        self.head = build_head(backbone.feature_dim, num_classes, head_dropout)
+        self.head_dropout = head_dropout
+        self.criterion = build_criterion(loss_cfg)
+        self.criterion_name = loss_cfg.name
         self.strategy = strategy
         self.optimizer_cfg = optimizer_cfg
         self.scheduler_cfg = scheduler_cfg
@@ -32,14 +40,22 @@ class TransferModule(L.LightningModule):
         self.channels_last = False  # set by the trainer.channels_last switch
         self.features_input = False  # True: batches are cached backbone features (features.py)
         strategy.setup(self)
+        self.loss_terms = build_terms(loss_cfg.terms) + strategy.loss_terms()
         self.train()  # frozen parts to eval mode now: Lightning does not call train() when fit starts
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs) -> torch.Tensor:
         if self.features_input:
-            return self.head(x)
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(x))
+            return self.head(inputs)
+        if self.channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return self.head(self.backbone(inputs))
+
+    def logged_metric_names(self) -> Set[str]:
+        """Every metric name this module logs: what optimized_metric and the monitors may name."""
+        names = {"train/loss", "train/acc", f"train/{self.criterion_name}", *(f"train/{t.name}" for t in self.loss_terms)}
+        for metrics in (self.val_metrics, self.test_metrics):
+            names |= metrics.names(self.class_names)
+        return names
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -59,24 +75,20 @@ class TransferModule(L.LightningModule):
         return {"trainable": trainable, "frozen": total - trainable}
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        loss = self.criterion(logits, y)
-        self.log("train/ce", loss, on_step=False, on_epoch=True)
-        penalty = self.strategy.penalty(self)
-        if penalty is not None:
-            self.log("train/penalty", penalty, on_step=False, on_epoch=True)
-            loss = loss + penalty
-        self.train_acc(logits.argmax(-1), y)
+        logits = self(batch["inputs"])
+        loss, parts = total_loss(self.criterion, self.loss_terms, self, batch, logits)
+        for name, value in parts.items():
+            self.log(f"train/{self.criterion_name if name == 'criterion' else name}", value, on_step=False, on_epoch=True)
+        self.train_acc(logits.argmax(-1), batch["target"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
     def _eval_step(self, batch, metrics: StageMetrics) -> None:
-        x, y = batch
-        logits = self(x)
-        self.log(f"{metrics.stage}/loss", self.criterion(logits, y), on_epoch=True, sync_dist=True, prog_bar=True)
-        metrics.update(logits, y)
+        logits = self(batch["inputs"])
+        self.log(f"{metrics.stage}/loss", self.criterion(logits, batch["target"]), on_epoch=True, sync_dist=True,
+                 prog_bar=True)
+        metrics.update(logits, batch["target"])
 
     def _eval_epoch_end(self, metrics: StageMetrics) -> None:
         self.log_dict(metrics.scalars.compute(), sync_dist=False, prog_bar=True)
@@ -109,6 +121,7 @@ class TransferModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["tl_lightning"] = {
             "config": self.run_config, "class_names": self.class_names, "architecture": self.backbone.arch,
+            "input_spec": dict(self.backbone.input_spec.__dict__), "head_dropout": self.head_dropout,
             "strategy": self.strategy.name, "strategy_state": self.strategy.state_dict(),
         }
 
@@ -117,4 +130,3 @@ class TransferModule(L.LightningModule):
         if "strategy_state" in extra:
             self.strategy.load_state_dict(extra["strategy_state"])
             self.strategy.restore(self)
-

@@ -15,9 +15,9 @@
 import logging
 from typing import Any, List, Sequence
 
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf
 
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from tl_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Called by submitit on rank 0 when Slurm signals the time limit or preemption."""
-        from tl_lightning.run import save_on_signal
+        from tl_lightning.resume import RUN_IN_PROGRESS
 
         try:
-            path = save_on_signal()
+            path = RUN_IN_PROGRESS.save_on_signal()
             log.warning("requeue: %s", f"saved {path}" if path else "no run in progress; nothing to save")
         except Exception:  # the requeue must happen even if the save fails; last.ckpt of the epoch remains
             log.exception("requeue: saving the checkpoint failed; the job resumes from the last epoch's last.ckpt")

@@ -1,4 +1,4 @@
-from tl_lightning.backbones.base import Backbone, InputSpec, LayerGroup
-from tl_lightning.backbones.registry import build_backbone
+"""Backbones: a registry of builders (registry.py) and the Backbone contract (base.py).
 
-__all__ = ["Backbone", "InputSpec", "LayerGroup", "build_backbone"]
+Kept free of imports so the config check can read the registry's names before torch is loaded.
+"""

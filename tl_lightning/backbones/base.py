@@ -1,21 +1,12 @@
-"""The backbone contract: a feature extractor, its input spec and its layer groups."""
+"""The backbone contract: a feature extractor, its preprocessing and its layer groups."""
 
 import re
 from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the backbone expects: the datamodule builds its transforms from this."""
-
-    size: int
-    mean: Tuple[float, ...]
-    std: Tuple[float, ...]
-    channels: int = 3
-    interpolation: str = "bilinear"
+from tl_lightning.backbones.preprocessing import ImagePreprocessing, InputSpec
 
 
 @dataclass
@@ -31,15 +22,23 @@ class LayerGroup:
 
 
 class Backbone(nn.Module):
-    """Images (or tokens) to a feature vector of size ``feature_dim``."""
+    """Model inputs (images, or a mapping of token tensors) to a feature vector of size ``feature_dim``.
 
-    def __init__(self, model: nn.Module, feature_dim: int, input_spec: InputSpec, layer_groups: List[LayerGroup], name: str):
+    ``preprocessing`` turns raw samples into those inputs; ``arch`` is what rebuilds the architecture
+    (the registry's kind and name); ``source_task`` is set for backbones taken from a harness checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, feature_dim: int, input_spec: InputSpec, layer_groups: List[LayerGroup],
+                 name: str, preprocessing: Optional[Any] = None):
         super().__init__()
         self.model = model
         self.feature_dim = feature_dim
         self.input_spec = input_spec
         self.layer_groups = layer_groups
         self.name = name
+        self.preprocessing = preprocessing or ImagePreprocessing(input_spec)
+        self.arch: Dict[str, Any] = {}
+        self.source_task = None
 
     def forward(self, x):
         return self.model(x)

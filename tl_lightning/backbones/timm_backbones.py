@@ -105,7 +105,8 @@ def build_timm(cfg, choice: str, pretrained: bool, image_size: Optional[int] = N
         return _finish(_create(name, pretrained=False, **extra), image_size, name)
     pcfg = _published_cfg(name)  # read from timm's registry, without building the model twice
     if not (pcfg.get("hf_hub_id") or pcfg.get("url")):
-        raise WeightsError(f"timm model {name} has no published pretrained weights; use backbone.pretrained=false or backbone.weights=<file>")
+        raise WeightsError(f"timm model {name} has no published pretrained weights; "
+                           "use backbone.pretrained=false or backbone.weights=<file>")
     cached = cached_timm_file(pcfg)
     if cached is None:
         require_download(timm_download_url(pcfg), expected_timm_location(pcfg), f"timm {name}", choice)

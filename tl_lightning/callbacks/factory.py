@@ -5,8 +5,7 @@ from typing import List
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import (EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar,
-                                         TQDMProgressBar)
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 
 from tl_lightning.callbacks.confusion_matrix import ConfusionMatrixPlot
 

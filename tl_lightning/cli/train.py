@@ -17,10 +17,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from tl_lightning.config import CONFIG_DIR, group_options
 from tl_lightning.config.validate import validate_config
-from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError
+from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError, one_line
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("tl_lightning")
 _TRACEBACK_ENV = "TL_USER_FULL_ERROR"  # the user's own HYDRA_FULL_ERROR, which main() overrides
 FAILED_JOBS: List[str] = []  # multirun jobs that failed, reported by main() when the sweep ends
@@ -35,8 +35,13 @@ def _slurm_gpus(accelerator: str, devices) -> Optional[int]:
     return int(devices) if accelerator in ("gpu", "cuda") and isinstance(devices, int) else None
 
 
+def _groups_help() -> str:
+    return "\n".join(f"{group}: {', '.join(options)}" for group, options in group_options().items())
+
+
 OmegaConf.register_new_resolver("tl_direction", _direction, replace=True)
 OmegaConf.register_new_resolver("tl_slurm_gpus", _slurm_gpus, replace=True)
+OmegaConf.register_new_resolver("tl_config_groups", _groups_help, replace=True)
 
 
 def task(cfg: DictConfig) -> Optional[float]:
@@ -109,21 +114,6 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
         return None
     log.info("%s = %s; summary in %s", cfg.optimized_metric, value, os.path.join(output_dir, "summary.json"))
     return value
-
-
-def one_line(exc: BaseException) -> str:
-    """Hydra/OmegaConf errors span several lines; keep what is wrong, what is valid and where."""
-    from hydra.errors import MissingConfigException
-
-    if isinstance(exc, MissingConfigException) and exc.options:
-        first = str(exc).strip().splitlines()[0]
-        return f"{first}; valid options: {', '.join(sorted(exc.options))}"
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    cause = exc.__cause__
-    if cause is not None:
-        cause_lines = [ln.strip() for ln in str(cause).strip().splitlines() if ln.strip()]
-        lines = lines[:1] + cause_lines[:1] + lines[1:]
-    return "; ".join(ln.rstrip(".") for ln in lines[:3]) if lines else type(exc).__name__
 
 
 def main() -> None:

@@ -1,20 +1,22 @@
-"""Structured schemas for the composed config.
+"""Structured schemas for the composed config: the one place that holds every key's type and default.
 
-The composed config is merged into these dataclasses before anything heavy is
-imported, so a misspelled key or a wrong type fails at start-up with the key's full
-path. Groups whose fields depend on the chosen option (data, strategy) pick their
-schema by name from the tables at the bottom.
+They are registered in Hydra's ConfigStore (bottom of this file): ``TrainConf`` is the base of
+conf/train.yaml, so every group merges into its typed node and a misspelled key or a wrong type fails
+while Hydra composes, with the key's full path, before anything heavy is imported. The data and
+strategy groups have one schema per kind: each option YAML names its schema in its defaults list
+("schema in the same config group") and lists only what differs from it.
 """
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
 @dataclass
 class BackboneConf:
-    kind: str = MISSING  # torchvision | timm | efficientnet_lite0
+    kind: str = MISSING  # a backbone registry kind: torchvision | timm | efficientnet_lite0 | checkpoint
     name: str = MISSING  # architecture name inside that kind
     pretrained: bool = True
     weights: Optional[str] = None  # a state-dict file to load instead of the published weights
@@ -24,25 +26,36 @@ class BackboneConf:
 
 @dataclass
 class DataConf:
+    """What every dataset takes, whatever its modality."""
+
     name: str = MISSING
     root: Optional[str] = None
     download: bool = False
-    seed: int = 0
+    seed: int = 0  # split seed; conf/train.yaml links it to the run's seed
     samples_per_class: Optional[int] = None  # labeled budget per class; null = all
     val_fraction: float = 0.1  # of the training pool, stratified
     test_fraction: float = 0.2  # only for datasets without an official test split
     eval_per_class: Optional[int] = None  # cap on val and test samples per class
     classes: Optional[List[Any]] = None  # keep a subset of classes (ids or names)
-    image_size: Optional[int] = None  # input resolution; null = the backbone's native size
-    augment: str = "basic"  # none | basic | strong
     batch_size: int = 64  # per device
     eval_batch_size: Optional[int] = None
     num_workers: int = 0
     pin_memory: bool = False
 
 
+AUGMENT_PRESETS = ("none", "basic", "strong")
+
+
 @dataclass
-class SyntheticDataConf(DataConf):
+class ImageDataConf(DataConf):
+    """Image datasets: the backbone's preprocessing resizes to image_size and augments."""
+
+    image_size: Optional[int] = None  # input resolution; null = the backbone's native size
+    augment: str = "basic"  # none | basic | strong
+
+
+@dataclass
+class SyntheticDataConf(ImageDataConf):
     num_classes: int = 4
     per_class: int = 60
     native_size: int = 32  # size of the generated images
@@ -59,6 +72,7 @@ class StrategyConf:
 
 @dataclass
 class LinearProbeConf(StrategyConf):
+    backbone_lr_mult: float = 0.0  # unused: the backbone does not train
     cache_features: bool = True  # with data.augment=none: compute features once, train the head on them
 
 
@@ -104,6 +118,18 @@ class EWCConf(StrategyConf):
     fisher_batch_size: int = 1  # 1: per-sample squared gradients; larger: faster, approximate
     normalize: bool = True  # rescale the Fisher to mean 1
     gamma: float = 1.0  # online EWC: F <- gamma * F_old + F_new when the source run used EWC
+
+
+@dataclass
+class LossConf:
+    name: str = MISSING  # a criterion of tl_lightning/losses/criteria.py (the loss option sets it)
+    label_smoothing: float = 0.0
+    # extra terms added to the criterion: {<name>: {kind: <registered term kind>, ...}} (null switches one off)
+    terms: Dict[str, Any] = field(default_factory=dict)
+
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("cosine", "onecycle", "none")
 
 
 @dataclass
@@ -231,18 +257,19 @@ class CallbacksConf:
 
 @dataclass
 class PathsConf:
-    root_dir: str = MISSING
-    data_dir: str = MISSING
-    log_dir: str = MISSING
-    output_dir: str = MISSING
-    cache_dir: str = MISSING
+    root_dir: str = "${hydra:runtime.cwd}"
+    data_dir: str = "${paths.root_dir}/data"  # downloads (data.download=true)
+    log_dir: str = "${paths.root_dir}/logs"  # run dirs
+    output_dir: str = "${hydra:runtime.output_dir}"
+    cache_dir: str = "${paths.root_dir}/.cache"  # cached features
 
 
 @dataclass
 class TrainConf:
     backbone: BackboneConf = field(default_factory=BackboneConf)
-    data: Any = MISSING  # schema chosen by data.name (DATA_SCHEMAS)
-    strategy: Any = MISSING  # schema chosen by strategy.name (STRATEGY_SCHEMAS)
+    data: Any = MISSING  # typed by the chosen option's schema (conf/data/<name>.yaml names it)
+    strategy: Any = MISSING  # likewise (conf/strategy/<name>.yaml)
+    loss: LossConf = field(default_factory=LossConf)
     optimizer: OptimizerConf = field(default_factory=OptimizerConf)
     scheduler: SchedulerConf = field(default_factory=SchedulerConf)
     trainer: TrainerConf = field(default_factory=TrainerConf)
@@ -257,35 +284,20 @@ class TrainConf:
     resume: Optional[str] = None  # null | auto (<run dir>/checkpoints/last.ckpt if present) | a .ckpt path
 
 
-BACKBONE_KINDS = ("torchvision", "timm", "efficientnet_lite0", "checkpoint")
-
-DATA_SCHEMAS = {
-    "fashion_mnist": DataConf,
-    "digits": DataConf,
-    "image_folder": DataConf,
-    "cifar10": DataConf,
-    "cifar100": DataConf,
-    "flowers102": DataConf,
-    "oxford_iiit_pet": DataConf,
-    "food101": DataConf,
-    "synthetic": SyntheticDataConf,
-}
-
-STRATEGY_SCHEMAS = {
-    "scratch": StrategyConf,
-    "linear_probe": LinearProbeConf,
-    "finetune": StrategyConf,
-    "progressive": ProgressiveConf,
-    "lp_ft": LPFTConf,
-    "l2sp": L2SPConf,
-    "ewc": EWCConf,
-}
-STAGED_STRATEGIES = ("progressive", "lp_ft")
 PROGRESSIVE_SCHEDULES = ("epochs", "plateau", "phases")
 FISHER_SOURCES = ("auto", "source", "target", "uniform")
 
-AUGMENT_PRESETS = ("none", "basic", "strong")
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULERS = ("cosine", "onecycle", "none")
-# Metrics logged by TransferModule that optimized_metric and monitors may name.
-METRIC_NAMES = ("val/acc", "val/f1_macro", "val/loss", "test/acc", "test/f1_macro", "test/loss")
+
+def store_schemas() -> None:
+    """Register the schemas in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConf)
+    for name, node in (("schema_image", ImageDataConf), ("schema_synthetic", SyntheticDataConf)):
+        cs.store(group="data", name=name, node=node)
+    for name, node in (("schema", StrategyConf), ("schema_linear_probe", LinearProbeConf),
+                       ("schema_progressive", ProgressiveConf), ("schema_lp_ft", LPFTConf),
+                       ("schema_l2sp", L2SPConf), ("schema_ewc", EWCConf)):
+        cs.store(group="strategy", name=name, node=node)
+
+
+store_schemas()

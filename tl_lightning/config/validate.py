@@ -1,12 +1,18 @@
-"""Merge the composed config into the schemas and check the values a type cannot."""
+"""Merge the composed config into the schemas and check the values a type cannot.
 
+Types, unknown keys and missing values are the schemas' job (tl_lightning/config/schema.py); this adds
+ranges, choices and the paths a run needs, all before torch is imported. Metric names are checked
+once the module exists (``check_metric_names``): any metric it logs may be monitored.
+"""
+
+import dataclasses
 import os
-from typing import Type
+from typing import Iterable
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tl_lightning.config import schema
+from tl_lightning.config import group_options, schema
 from tl_lightning.errors import ConfigError, unknown_name
 
 
@@ -16,30 +22,46 @@ def _describe(exc: OmegaConfBaseException) -> str:
     return f"config key '{key}': {msg}" if key else msg
 
 
-def _named_schema(cfg: DictConfig, group: str, table: dict) -> Type:
-    name = OmegaConf.select(cfg, f"{group}.name")
-    if name is None:
-        raise ConfigError(f"config group '{group}' has no 'name'; choose one with {group}=<option>")
-    if name not in table:
-        raise unknown_name(group, name, table, f"{group}.name")
-    return table[name]
-
-
 def validate_config(cfg: DictConfig) -> DictConfig:
     """Return cfg merged into the schemas and resolved; raise ConfigError on any mistake."""
+    options = group_options()
+    for group in ("data", "strategy"):
+        name = OmegaConf.select(cfg, f"{group}.name")
+        if name is None:
+            raise ConfigError(f"config group '{group}' has no 'name'; choose one with {group}=<option>")
+        if name not in options[group]:  # the option files and the code registries agree (tests/test_config.py)
+            raise unknown_name(group, name, options[group], f"{group}.name")
     try:
         base = OmegaConf.structured(schema.TrainConf)
-        base.data = OmegaConf.structured(_named_schema(cfg, "data", schema.DATA_SCHEMAS))
-        base.strategy = OmegaConf.structured(_named_schema(cfg, "strategy", schema.STRATEGY_SCHEMAS))
-        merged = OmegaConf.merge(base, cfg)
+        for group in ("data", "strategy"):  # typed Any in TrainConf: each option brings its own schema
+            base[group] = OmegaConf.structured(option_schema(group, cfg[group]))
+        # a plain copy: OmegaConf keeps the extra keys of a node that already has the schema's type (Hydra's
+        # `+key=value` adds them even in struct mode), and the schemas must refuse them
+        merged = OmegaConf.merge(base, OmegaConf.to_container(cfg, resolve=False))
         OmegaConf.resolve(merged)
         missing = sorted(OmegaConf.missing_keys(merged))
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc)) from None
     if missing:
         raise ConfigError(f"config key '{missing[0]}' has no value (it is mandatory)")
-    _check_choices(merged)
+    _check_values(merged)
     return merged
+
+
+def option_schema(group: str, node) -> type:
+    """The schema of a data/strategy node (or option name): its type, or the schema its option file names."""
+    if isinstance(node, str):
+        node = OmegaConf.create({"name": node})
+    node_type = OmegaConf.get_type(node)
+    if node_type is not None and dataclasses.is_dataclass(node_type):
+        return node_type
+    from hydra.core.config_store import ConfigStore
+
+    from tl_lightning.config import CONFIG_DIR
+
+    option = OmegaConf.load(os.path.join(CONFIG_DIR, group, f"{node.name}.yaml"))
+    name = next(d for d in option.defaults if isinstance(d, str) and d.startswith("schema"))
+    return OmegaConf.get_type(ConfigStore.instance().load(f"{group}/{name}.yaml").node)
 
 
 def _check_choice(value, valid, key: str) -> None:
@@ -54,19 +76,20 @@ def _check_positive(value, key: str, allow_none: bool = True) -> None:
         raise ConfigError(f"config key '{key}': must be a positive number, got {value}")
 
 
-def _check_choices(cfg: DictConfig) -> None:
-    _check_choice(cfg.backbone.kind, schema.BACKBONE_KINDS, "backbone.kind")
-    _check_choice(cfg.data.augment, schema.AUGMENT_PRESETS, "data.augment")
+def _check_values(cfg: DictConfig) -> None:
+    from tl_lightning.backbones.registry import BUILDERS
+
+    _check_choice(cfg.backbone.kind, sorted(BUILDERS), "backbone.kind")
+    if "augment" in cfg.data:
+        _check_choice(cfg.data.augment, schema.AUGMENT_PRESETS, "data.augment")
+        _check_positive(cfg.data.image_size, "data.image_size")
     _check_choice(cfg.optimizer.name, schema.OPTIMIZERS, "optimizer.name")
     _check_choice(cfg.scheduler.name, schema.SCHEDULERS, "scheduler.name")
-    _check_choice(cfg.optimized_metric, schema.METRIC_NAMES, "optimized_metric")
     for key in ("model_checkpoint", "early_stopping"):
-        _check_choice(cfg.callbacks[key].monitor, schema.METRIC_NAMES, f"callbacks.{key}.monitor")
         _check_choice(cfg.callbacks[key].mode, ("min", "max"), f"callbacks.{key}.mode")
     _check_positive(cfg.data.samples_per_class, "data.samples_per_class")
     _check_positive(cfg.data.eval_per_class, "data.eval_per_class")
     _check_positive(cfg.data.batch_size, "data.batch_size", allow_none=False)
-    _check_positive(cfg.data.image_size, "data.image_size")
     _check_positive(cfg.strategy.lr, "strategy.lr", allow_none=False)
     _check_strategy(cfg)
     _check_files(cfg)
@@ -75,6 +98,8 @@ def _check_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {cfg.data[key]}")
     if not 0.0 <= cfg.backbone.head_dropout < 1.0:
         raise ConfigError(f"config key 'backbone.head_dropout': must be in [0, 1), got {cfg.backbone.head_dropout}")
+    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
+        raise ConfigError(f"config key 'loss.label_smoothing': must be in [0, 1), got {cfg.loss.label_smoothing}")
 
 
 def _check_files(cfg: DictConfig) -> None:
@@ -94,8 +119,7 @@ def _check_strategy(cfg: DictConfig) -> None:
     st = cfg.strategy
     if not 0.0 < st.layer_decay <= 1.0:
         raise ConfigError(f"config key 'strategy.layer_decay': must be in (0, 1], got {st.layer_decay}")
-    if st.name in schema.STAGED_STRATEGIES:
-        _check_choice(st.monitor, schema.METRIC_NAMES, "strategy.monitor")
+    if isinstance(st, DictConfig) and issubclass(OmegaConf.get_type(st) or object, schema.PhasedConf):
         _check_choice(st.mode, ("min", "max"), "strategy.mode")
         if cfg.scheduler.name == "onecycle":
             raise ConfigError(f"strategy={st.name} changes learning rates per phase; use scheduler.name=cosine or none, "
@@ -107,10 +131,12 @@ def _check_strategy(cfg: DictConfig) -> None:
         if st.schedule == "phases" and not st.phases:
             raise ConfigError("strategy.schedule=phases needs strategy.phases: a list of "
                               "{groups: [layer groups or parameter regexes], lr, head_lr, max_epochs, patience}")
+        phase_keys = {"groups", "lr", "head_lr", "max_epochs", "patience"}
         for i, phase in enumerate(st.phases or []):
-            if not isinstance(phase, DictConfig) or not set(phase.keys()) <= {"groups", "lr", "head_lr", "max_epochs", "patience"}:
+            if not isinstance(phase, DictConfig) or not set(phase.keys()) <= phase_keys:
+                got = OmegaConf.to_container(phase) if isinstance(phase, DictConfig) else phase
                 raise ConfigError(f"config key 'strategy.phases[{i}]': expected a mapping with keys groups, lr, head_lr, "
-                                  f"max_epochs, patience; got {OmegaConf.to_container(phase) if isinstance(phase, DictConfig) else phase}")
+                                  f"max_epochs, patience; got {got}")
     if st.name == "lp_ft" and st.lp_epochs is None and st.lp_patience is None:
         raise ConfigError("strategy=lp_ft needs strategy.lp_epochs or strategy.lp_patience to end the probe phase")
     if st.name == "ewc":
@@ -120,3 +146,24 @@ def _check_strategy(cfg: DictConfig) -> None:
                               "harness (it records the source data config); use auto, target or uniform")
         _check_positive(st.fisher_samples, "strategy.fisher_samples", allow_none=False)
         _check_positive(st.fisher_batch_size, "strategy.fisher_batch_size", allow_none=False)
+
+
+def monitored_keys(cfg: DictConfig) -> Iterable[tuple]:
+    """(config key, metric name) of every place that names a metric to watch."""
+    yield "optimized_metric", cfg.optimized_metric
+    for key in ("model_checkpoint", "early_stopping"):
+        node = cfg.callbacks[key]
+        if node.enabled and node.monitor is not None:
+            yield f"callbacks.{key}.monitor", node.monitor
+    if "monitor" in cfg.strategy:
+        yield "strategy.monitor", cfg.strategy.monitor
+
+
+def check_metric_names(cfg: DictConfig, logged: Iterable[str]) -> None:
+    """Every monitored metric must be one the module logs (``TransferModule.logged_metric_names``)."""
+    logged = set(logged)
+    for key, metric in monitored_keys(cfg):
+        if metric not in logged:
+            stages = sorted(n for n in logged if "/acc_class/" not in n)
+            raise ConfigError(f"config key '{key}': '{metric}' is not a metric this run logs; valid: "
+                              f"{', '.join(stages)}, or <stage>/acc_class/<class name>")

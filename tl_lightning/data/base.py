@@ -1,4 +1,8 @@
-"""The datamodule every dataset shares: splits, labeled budget, transforms, loaders."""
+"""The datamodule every dataset shares: splits, labeled budget, loaders in the batch shape.
+
+Subclasses provide raw samples (``load``); the backbone's preprocessing turns them into model input
+(transforms for train and eval, and a collate), so no datamodule writes a normalisation of its own.
+"""
 
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
@@ -8,10 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from tl_lightning.backbones.base import InputSpec
 from tl_lightning.data.sources import SplitDataset, class_counts
 from tl_lightning.data.splits import check_labels, fingerprint, label_map_for, per_class_subset, stratified_split
-from tl_lightning.data.transforms import build_transform
+from tl_lightning.errors import ConfigError
 
 
 @dataclass
@@ -25,14 +28,19 @@ class RawData:
 
 
 class TransferDataModule(L.LightningDataModule):
-    """Subclasses implement ``load()``; splitting, budget and transforms are shared."""
+    """Subclasses implement ``load()``; splitting, budget and loaders are shared."""
 
     name = "base"
+    modality = "image"  # what its raw samples are; the backbone's preprocessing must take the same
 
-    def __init__(self, cfg, input_spec: InputSpec, download_dir: str = "data"):
+    def __init__(self, cfg, preprocessing, download_dir: str = "data"):
         super().__init__()
+        if preprocessing.modality != self.modality:
+            raise ConfigError(f"data={cfg.name} holds {self.modality} samples but the backbone takes "
+                              f"{preprocessing.modality} input; choose a backbone for {self.modality} data")
         self.cfg = cfg
-        self.input_spec = input_spec
+        self.preprocessing = preprocessing
+        self.augment = cfg.get("augment", "none")  # image data only
         self.download_dir = download_dir  # where data.download=true puts files when data.root is unset
         self.datasets: Dict[str, SplitDataset] = {}
         self.class_names: List[str] = []
@@ -87,11 +95,11 @@ class TransferDataModule(L.LightningDataModule):
             if hasattr(source, "verify"):
                 source.verify(idx)
 
-        spec, aug = self.input_spec, cfg.augment
+        prep, aug = self.preprocessing, self.augment
         self.datasets = {
-            "train": SplitDataset(raw.train, train_idx, label_map, build_transform(spec, aug, train=True)),
-            "val": SplitDataset(val_source, val_idx, label_map, build_transform(spec, aug, train=False)),
-            "test": SplitDataset(test_source, test_idx, label_map, build_transform(spec, aug, train=False)),
+            "train": SplitDataset(raw.train, train_idx, label_map, prep.transform(train=True, augment=aug)),
+            "val": SplitDataset(val_source, val_idx, label_map, prep.transform(train=False)),
+            "test": SplitDataset(test_source, test_idx, label_map, prep.transform(train=False)),
         }
         self.split_info = {
             "dataset": self.name,
@@ -103,11 +111,16 @@ class TransferDataModule(L.LightningDataModule):
             "fingerprint": fingerprint(train_idx, val_idx, test_idx),
         }
 
+    @property
+    def train_is_deterministic(self) -> bool:
+        """The training samples are the same every epoch (no augmentation): features may be cached."""
+        return self.preprocessing.deterministic(self.augment)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         cfg = self.cfg
         return DataLoader(
             self.datasets[split], batch_size=batch_size_for(cfg, split), num_workers=cfg.num_workers,
-            pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0,
+            pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0, collate_fn=self.preprocessing.collate,
             **shuffle_kwargs(self, len(self.datasets[split]), cfg.seed, shuffle),
         )
 
@@ -115,11 +128,12 @@ class TransferDataModule(L.LightningDataModule):
         """A split with the eval transform (no augmentation), in a fixed order, optionally the first
         ``limit`` samples of a seeded permutation: for features, Fisher estimates and source evaluation."""
         ds = self.datasets[split]
-        plain = SplitDataset(ds.source, ds.indices, ds.label_map, build_transform(self.input_spec, "none", train=False))
-        if limit is not None and limit < len(plain):
-            order = np.random.default_rng(self.cfg.seed + 4).permutation(len(plain))[:limit]
-            plain = SplitDataset(ds.source, ds.indices[np.sort(order)], ds.label_map, plain.transform)
-        return DataLoader(plain, batch_size=batch_size, shuffle=False, num_workers=self.cfg.num_workers)
+        indices = ds.indices
+        if limit is not None and limit < len(ds):
+            indices = ds.indices[np.sort(np.random.default_rng(self.cfg.seed + 4).permutation(len(ds))[:limit])]
+        plain = ds.with_transform(self.preprocessing.transform(train=False), indices)
+        return DataLoader(plain, batch_size=batch_size, shuffle=False, num_workers=self.cfg.num_workers,
+                          collate_fn=self.preprocessing.collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

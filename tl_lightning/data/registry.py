@@ -17,7 +17,8 @@ DATAMODULES = {
 }
 
 
-def build_datamodule(cfg, input_spec, download_dir: str = "data") -> TransferDataModule:
+def build_datamodule(cfg, preprocessing, download_dir: str = "data") -> TransferDataModule:
+    """The datamodule of ``cfg.name``, feeding a backbone with this ``preprocessing``."""
     if cfg.name not in DATAMODULES:
         raise unknown_name("dataset", cfg.name, DATAMODULES, "data.name")
-    return DATAMODULES[cfg.name](cfg, input_spec, download_dir)
+    return DATAMODULES[cfg.name](cfg, preprocessing, download_dir)

@@ -1,15 +1,17 @@
 """Where samples come from: arrays in memory, image files, or a torchvision dataset.
 
-A source knows its labels without decoding images, so splits are cheap; ``image(i)``
-decodes one sample as a PIL image or a uint8 array.
+A source knows its labels (and optional group labels) without decoding anything, so splits are
+cheap; ``sample(i)`` returns one raw sample (a PIL image or a uint8 array for images), which the
+backbone's preprocessing turns into model input.
 """
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from tl_lightning.batch import NO_GROUP, sample
 from tl_lightning.errors import DataError
 
 
@@ -22,7 +24,7 @@ class ArraySource:
     def __len__(self):
         return len(self.targets)
 
-    def image(self, i: int):
+    def sample(self, i: int):
         return self.images[i]
 
 
@@ -35,7 +37,7 @@ class FileSource:
     def __len__(self):
         return len(self.targets)
 
-    def image(self, i: int):
+    def sample(self, i: int):
         path = self.paths[i]
         try:
             with Image.open(path) as img:
@@ -65,18 +67,24 @@ class TorchvisionSource:
     def __len__(self):
         return len(self.targets)
 
-    def image(self, i: int):
+    def sample(self, i: int):
         return self.dataset[i][0]
 
 
+def source_groups(source) -> Optional[np.ndarray]:
+    """A source's group label per sample, or None (sources may set a ``groups`` array)."""
+    return getattr(source, "groups", None)
+
+
 class SplitDataset(Dataset):
-    """A view of a source: chosen indices, remapped labels, and a transform."""
+    """A view of a source: chosen indices, remapped labels, and a transform; items in the batch shape."""
 
     def __init__(self, source, indices: np.ndarray, label_map: np.ndarray, transform):
         self.source = source
         self.indices = np.asarray(indices, dtype=np.int64)
         self.label_map = label_map
         self.transform = transform
+        self.groups = source_groups(source)
 
     def __len__(self):
         return len(self.indices)
@@ -85,9 +93,13 @@ class SplitDataset(Dataset):
     def targets(self) -> np.ndarray:
         return self.label_map[self.source.targets[self.indices]]
 
+    def with_transform(self, transform, indices: Optional[np.ndarray] = None) -> "SplitDataset":
+        return SplitDataset(self.source, self.indices if indices is None else indices, self.label_map, transform)
+
     def __getitem__(self, k: int):
         i = int(self.indices[k])
-        return self.transform(self.source.image(i)), int(self.label_map[self.source.targets[i]])
+        group = int(self.groups[i]) if self.groups is not None else NO_GROUP
+        return sample(self.transform(self.source.sample(i)), int(self.label_map[self.source.targets[i]]), i, group)
 
 
 def class_counts(targets: np.ndarray, num_classes: int) -> List[int]:

@@ -49,8 +49,8 @@ def download_torchvision(cls_name: str, root: str, url: str = "https://github.co
 
 
 class TorchvisionDataModule(TransferDataModule):
-    def __init__(self, cfg, input_spec, download_dir: str = "data"):
-        super().__init__(cfg, input_spec, download_dir)
+    def __init__(self, cfg, preprocessing, download_dir: str = "data"):
+        super().__init__(cfg, preprocessing, download_dir)
         self.name = cfg.name
         self.spec = SETS[cfg.name]
 

@@ -19,6 +19,10 @@ class StageMetrics(nn.Module):
         self.per_class = MulticlassAccuracy(num_classes, average=None)
         self.confusion = MulticlassConfusionMatrix(num_classes)
 
+    def names(self, class_names) -> set:
+        """The names this stage logs (scalars, loss, per-class accuracy)."""
+        return {*self.scalars.keys(), f"{self.stage}/loss", *(f"{self.stage}/acc_class/{c}" for c in class_names)}
+
     def update(self, logits, target) -> None:
         preds = logits.argmax(dim=-1)
         self.scalars.update(preds, target)

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from tl_lightning.losses import LossTerm
 from tl_lightning.strategies.base import Strategy, set_trainable
 
 
@@ -32,6 +33,12 @@ class AnchoredStrategy(Strategy):
 
     def param_groups(self, module: nn.Module) -> List[Dict[str, Any]]:
         return self.backbone_groups(module, weight_decay=0.0) + [self.head_group(module)]
+
+    def loss_terms(self) -> list:
+        return [PenaltyTerm(self)]
+
+    def penalty(self, module: nn.Module) -> torch.Tensor:
+        return self.anchor_penalty(module)
 
     def _to(self, tensors: List[torch.Tensor], device) -> List[torch.Tensor]:
         if tensors and tensors[0].device != device:
@@ -59,3 +66,14 @@ class AnchoredStrategy(Strategy):
             raise RuntimeError("the checkpoint's anchors belong to another backbone")
         self.anchors = list(state["anchors"])
         self.weights = list(state["fisher"]) if "fisher" in state else None
+
+
+class PenaltyTerm(LossTerm):
+    """The strategy's penalty as a loss term, logged as ``train/<strategy name>``."""
+
+    def __init__(self, strategy: AnchoredStrategy):
+        self.strategy = strategy
+        self.name = strategy.name
+
+    def __call__(self, module, batch, logits):
+        return self.strategy.penalty(module)

@@ -1,22 +1,8 @@
 """The strategy contract: what trains when, at which learning rate, and what joins the loss."""
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
-import torch
 from torch import nn
-
-
-@dataclass
-class SourceTask:
-    """What a harness checkpoint tells about the task the backbone was trained on (backbone=checkpoint)."""
-
-    path: str
-    head: nn.Linear  # the source head, for evaluating the source task before and after target training
-    class_names: List[str]
-    data_config: Optional[Dict[str, Any]]  # None when the checkpoint does not record it
-    strategy: str = ""
-    strategy_state: Dict[str, Any] = field(default_factory=dict)
 
 
 class Strategy:
@@ -25,12 +11,11 @@ class Strategy:
     name = "base"
     uses_pretrained = True  # False: the backbone starts from random weights whatever backbone.pretrained says
     caches_features = False  # True: the backbone is frozen and deterministic, so features may be cached
-    trains_backbone = True  # strategy.layer_decay applies
     staged = False  # True: phases change per-group learning rates (lr_factor)
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.source: Optional[SourceTask] = None  # set by run.train for backbone=checkpoint
+        self.source = None  # tl_lightning.inference.SourceTask, set by run.train for backbone=checkpoint
         self.datamodule = None  # set by run.train; strategies that estimate statistics read the data from it
         self.data_dir = "data"  # paths.data_dir, set by run.train
 
@@ -45,9 +30,9 @@ class Strategy:
         """A per-group multiplier on top of the schedule (phases, warmup of unfrozen groups)."""
         return 1.0
 
-    def penalty(self, module: nn.Module) -> Optional[torch.Tensor]:
-        """A term added to the training loss, or None."""
-        return None
+    def loss_terms(self) -> list:
+        """Loss terms (tl_lightning.losses.LossTerm) this strategy adds to the criterion; called after setup."""
+        return []
 
     def callbacks(self) -> list:
         return []

@@ -18,8 +18,8 @@ from typing import List, Optional
 import lightning as L
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from tl_lightning.batch import device_batches
 from tl_lightning.errors import ConfigError
 from tl_lightning.strategies.anchored import AnchoredStrategy
 
@@ -33,9 +33,6 @@ class EWC(AnchoredStrategy):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.fisher_from = ""
-
-    def penalty(self, module):
-        return self.anchor_penalty(module)
 
     def callbacks(self) -> list:
         return [FisherCallback(self)]
@@ -65,16 +62,17 @@ class EWC(AnchoredStrategy):
             return
         device = next(module.parameters()).device
         if where == "source":
-            from tl_lightning.data import build_datamodule
             from omegaconf import OmegaConf
 
-            dm = build_datamodule(OmegaConf.create(self.source.data_config), module.backbone.input_spec, data_dir)
+            from tl_lightning.data import build_datamodule
+
+            dm = build_datamodule(OmegaConf.create(self.source.data_config), module.backbone.preprocessing, data_dir)
             dm.setup("fit")
             head = self.source.head.to(device)
         else:
             dm, head = self.datamodule, module.head
         loader = dm.plain_loader("train", self.cfg.fisher_batch_size, limit=self.cfg.fisher_samples)
-        fisher = empirical_fisher(module.backbone, head, loader, device)
+        fisher = empirical_fisher(module.backbone, head, loader, module.criterion, device)
         if self.cfg.normalize:
             mean = torch.cat([f.reshape(-1) for f in fisher]).mean().clamp_min(1e-30)
             fisher = [f / mean for f in fisher]
@@ -87,24 +85,19 @@ class EWC(AnchoredStrategy):
                  float(torch.cat([f.reshape(-1) for f in fisher]).mean()), float(max(f.max() for f in fisher)))
 
 
-def empirical_fisher(backbone: nn.Module, head: nn.Module, loader, device) -> List[torch.Tensor]:
+def empirical_fisher(backbone: nn.Module, head: nn.Module, loader, criterion, device=None) -> List[torch.Tensor]:
+    """Mean over batches of (batch size x squared gradient of the criterion), in eval mode."""
     params = list(backbone.parameters())
     fisher = [torch.zeros_like(p) for p in params]
-    was_training = backbone.training, head.training
-    backbone.eval()
-    head.eval()
     seen = 0
-    with torch.enable_grad():
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(head(backbone(x)), y)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            for f, g in zip(fisher, grads):
-                if g is not None:
-                    f.add_(g.detach() ** 2, alpha=len(x))
-            seen += len(x)
-    backbone.train(was_training[0])
-    head.train(was_training[1])
+    for batch in device_batches(loader, [backbone, head], device, grad=True):
+        n = len(batch["target"])
+        loss = criterion(head(backbone(batch["inputs"])), batch["target"])
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for f, g in zip(fisher, grads):
+            if g is not None:
+                f.add_(g.detach() ** 2, alpha=n)
+        seen += n
     return [f / max(1, seen) for f in fisher]
 
 

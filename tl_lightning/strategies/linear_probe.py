@@ -6,7 +6,6 @@ from tl_lightning.strategies.base import Strategy, set_trainable
 class LinearProbe(Strategy):
     name = "linear_probe"
     caches_features = True
-    trains_backbone = False
 
     def setup(self, module) -> None:
         set_trainable(module.backbone, False)

@@ -2,10 +2,10 @@
 
 from tl_lightning.errors import unknown_name
 from tl_lightning.strategies.base import Strategy
-from tl_lightning.strategies.finetune import Finetune
-from tl_lightning.strategies.linear_probe import LinearProbe
 from tl_lightning.strategies.ewc import EWC
+from tl_lightning.strategies.finetune import Finetune
 from tl_lightning.strategies.l2sp import L2SP
+from tl_lightning.strategies.linear_probe import LinearProbe
 from tl_lightning.strategies.lp_ft import LPFT
 from tl_lightning.strategies.progressive import Progressive
 from tl_lightning.strategies.scratch import Scratch

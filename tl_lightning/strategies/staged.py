@@ -12,7 +12,7 @@ that many epochs (which ends the phase, never the run); the last phase runs unti
 
 DDP: Lightning wraps the model once, and DDP only averages the gradients of parameters that required
 grad at that moment. Units unfrozen later are averaged here, in ``on_before_optimizer_step``, so all
-ranks keep identical weights (tests/test_strategies_ddp.py checks it after every unfreeze).
+ranks keep identical weights (tests/test_strategies_e2e.py checks it after every unfreeze).
 """
 
 import logging

@@ -1,9 +1,29 @@
-"""Train and eval transforms built from the backbone's input spec (torchvision v2)."""
+"""What turns a raw sample into model input: owned by the backbone, used by every datamodule.
+
+A preprocessing object has a ``modality`` (the datamodule checks it serves the same one), a
+``transform(train, augment)`` for one raw sample, and a ``collate`` for a list of samples (None:
+PyTorch's default collate). Images: torchvision v2 transforms built from the backbone's input spec.
+A text backbone would return a tokenizer call here and a padding collate.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
 
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
-from tl_lightning.backbones.base import InputSpec
+AUGMENT_PRESETS = ("none", "basic", "strong")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What an image backbone expects: size, normalisation, channels, resize interpolation."""
+
+    size: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    channels: int = 3
+    interpolation: str = "bilinear"
 
 
 class ToChannels(torch.nn.Module):
@@ -38,3 +58,20 @@ def build_transform(spec: InputSpec, augment: str, train: bool) -> v2.Compose:
     aug = [v2.RandomResizedCrop(spec.size, scale=(0.25, 1.0), interpolation=interp, antialias=True),
            v2.RandomHorizontalFlip(), v2.TrivialAugmentWide(interpolation=interp)]
     return v2.Compose(head + aug + tail + [v2.RandomErasing(p=0.25)])
+
+
+class ImagePreprocessing:
+    """PIL images or uint8 arrays to normalised tensors of the backbone's size and channels."""
+
+    modality = "image"
+    collate: Optional[Callable] = None
+
+    def __init__(self, spec: InputSpec):
+        self.spec = spec
+
+    def transform(self, train: bool, augment: str = "none") -> Callable:
+        return build_transform(self.spec, augment, train)
+
+    def deterministic(self, augment: str) -> bool:
+        """True when the training transform is the eval transform (features may then be cached)."""
+        return augment == "none"

@@ -1,0 +1,40 @@
+"""`pip install .` (not editable) gives working entry points: the configs ship inside the package."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, TEST_ENV
+
+
+def test_package_list_covers_the_source_tree():
+    from setuptools import find_packages
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = find_packages(str(ROOT), include=["tl_lightning*", "hydra_plugins*"])
+    assert sorted(listed) == sorted(found + ["tl_lightning.conf"])
+
+
+@pytest.mark.integration
+def test_installed_wheel_runs_its_console_script_outside_the_checkout(tmp_path):
+    wheel_dir, target, elsewhere = tmp_path / "wheel", tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-w", str(wheel_dir)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next(wheel_dir.glob("tl_lightning-*.whl"))
+    subprocess.run(pip + ["install", "--no-deps", "--target", str(target), str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    env = {**os.environ, **TEST_ENV, "PYTHONPATH": str(target)}  # the installed copy comes before the checkout
+    where = subprocess.run([sys.executable, "-c", "import tl_lightning.config as c; print(c.CONFIG_DIR)"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert where.stdout.strip() == str(target / "tl_lightning" / "conf"), where.stderr[-2000:]
+    proc = subprocess.run([str(target / "bin" / "tl-train"), "--help"], cwd=elsewhere, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "strategy: ewc, finetune, l2sp, linear_probe, lp_ft, progressive, scratch" in proc.stdout
+    assert "hydra/launcher: slurm" in proc.stdout and "name: fashion_mnist" in proc.stdout

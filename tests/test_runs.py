@@ -1,0 +1,132 @@
+"""Training runs in this process on tiny inputs: what a run writes, the inference model a checkpoint
+rebuilds, real weights on real data, and a loss term added from outside module.py and run.py."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from tests.conftest import TINY, tiny, train_inprocess
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def finetune_run(tmp_path_factory):
+    """One tiny fine-tuning run, logged to W&B (offline), CSV and TensorBoard, shared by the tests below."""
+    run_dir = tmp_path_factory.mktemp("finetune")
+    args = [a for a in TINY if not a.startswith("logger=")] + ["logger=many", "strategy=finetune", "seed=1"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "")
+        metrics, summary = train_inprocess(args, run_dir)
+    return run_dir, metrics, summary
+
+
+def test_run_writes_summary_checkpoints_pictures_and_resolved_config(finetune_run):
+    run_dir, metrics, summary = finetune_run
+    assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert summary["strategy"] == "finetune" and summary["backbone"] == "resnet18" and summary["seed"] == 1
+    sizes = summary["split"]["sizes"]
+    # 4 classes x 12 images: 20 % test (10), 20 % of the rest val (8), the other 30 train
+    assert sizes == {"train": 30, "val": 8, "test": 10} and summary["params"]["frozen"] == 0
+    assert summary["global_step"] == 2 * 4 and summary["epochs_run"] == 2  # 2 epochs of ceil(30 / 8) steps
+    assert summary["test"]["test/acc"] == metrics["test/acc"] and "val/f1_macro" in summary["val"]
+    per_class = summary["test_per_class"]
+    assert set(per_class) == {"class0", "class1", "class2", "class3"}
+    counts = summary["split"]["class_counts"]["test"]
+    assert sum(a * n for a, n in zip(per_class.values(), counts)) / sum(counts) == pytest.approx(summary["test"]["test/acc"])
+    assert summary["best_checkpoint"] == str(run_dir / "checkpoints" / "best.ckpt")
+    for name in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "config_resolved.yaml",
+                 "confusion_test.png", "confusion_val.png"):
+        assert (run_dir / name).exists(), name
+
+
+def test_loggers_get_the_metrics(finetune_run):
+    run_dir, _, summary = finetune_run
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    val_acc = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
+    assert len(val_acc) == 2 and summary["best_score"] == pytest.approx(max(val_acc))
+    assert float(next(r["test/acc"] for r in rows if r.get("test/acc"))) == pytest.approx(summary["test"]["test/acc"])
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    blob = next(runs[0].glob("run-*.wandb")).read_bytes()
+    for text in (b"synthetic", b"finetune", b"resnet18", b"val/acc", b"test/acc"):
+        assert text in blob, text
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_inference_model_from_the_checkpoint_reproduces_the_test_accuracy(finetune_run):
+    from tl_lightning import inference
+    from tl_lightning.batch import accuracy, collect
+    from tl_lightning.compose import compose_config
+    from tl_lightning.data import build_datamodule
+    from tl_lightning.data.base import batch_size_for
+
+    run_dir, _, summary = finetune_run
+    model = inference.load(str(run_dir / "checkpoints" / "best.ckpt"))
+    assert not model.training and model.class_names == ["class0", "class1", "class2", "class3"]
+    assert model.input_spec.size == 32 and model.config["strategy"]["name"] == "finetune"
+    assert not hasattr(model, "strategy")
+    cfg = compose_config(TINY + ["seed=1"], str(run_dir))
+    dm = build_datamodule(cfg.data, model.preprocessing)
+    dm.setup("test")
+    outputs = collect(lambda b: model(b["inputs"]), dm.plain_loader("test", batch_size_for(cfg.data, "test")), [model])
+    assert accuracy(outputs) == pytest.approx(summary["test"]["test/acc"])
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(model.head[1].weight, state["head.1.weight"])
+
+
+def test_linear_probe_on_real_weights_and_real_data(tmp_path):
+    """The embedded EfficientNet-Lite0 weights on Debian's Fashion-MNIST, shrunk to seconds."""
+    _, summary = train_inprocess(["strategy=linear_probe", "data.samples_per_class=3", "data.eval_per_class=3",
+                                  "data.image_size=32", "trainer.max_epochs=1", "logger=csv",
+                                  "callbacks.rich_progress_bar.enabled=false"], tmp_path)
+    assert summary["backbone"] == "efficientnet_lite0" and summary["pretrained"] is True
+    assert summary["dataset"] == "fashion_mnist" and summary["split"]["class_counts"]["train"] == [3] * 10
+    assert summary["params"]["trainable"] == 1280 * 10 + 10
+
+
+def test_resnet50_finetune_trains_from_cached_weights(tmp_path, monkeypatch):
+    """The README's `backbone=resnet50 strategy=finetune`, with weights placed where torchvision caches them."""
+    import torchvision
+
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    reference = torchvision.models.resnet50()
+    torch.save(reference.state_dict(), cache / "resnet50-11ad3fa6.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    args = [a for a in TINY if not a.startswith("backbone")] + [
+        "backbone=resnet50", "strategy=finetune", "trainer.max_epochs=1", "data.per_class=6"]
+    _, summary = train_inprocess(args, tmp_path / "run")
+    assert summary["backbone"] == "resnet50" and summary["pretrained"] is True and summary["global_step"] > 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    moved = state["backbone.model.conv1.weight"] - reference.conv1.weight
+    assert 0 < moved.abs().max() < 0.05, "fine-tuning starts from the cached weights and moves them a little"
+
+
+def test_a_loss_term_registered_from_outside_combines_with_the_strategy_penalty(tmp_path):
+    """A new term needs only a registered factory and config: module.py and run.py stay as they are."""
+    from tl_lightning.losses import TERM_KINDS, LossTerm, register_term
+
+    class LogitL2(LossTerm):
+        def __init__(self, name, node):
+            self.name, self.weight = name, float(node.weight)
+
+        def __call__(self, module, batch, logits):
+            assert set(batch) == {"inputs", "target", "index", "group"}
+            return self.weight * (logits ** 2).mean()
+
+    register_term("logit_l2_test")(LogitL2)
+    try:
+        args = tiny() + ["strategy=ewc", "strategy.fisher_samples=8", "loss.label_smoothing=0.1",
+                         "+loss.terms.reg={kind: logit_l2_test, weight: 0.5}"]
+        train_inprocess(args, tmp_path)
+    finally:
+        TERM_KINDS.pop("logit_l2_test")
+    rows = [r for r in csv.DictReader((tmp_path / "csv" / "metrics.csv").open()) if r.get("train/reg")]
+    assert len(rows) == 2
+    for row in rows:
+        parts = float(row["train/ce"]) + float(row["train/ewc"]) + float(row["train/reg"])
+        assert float(row["train/loss_epoch"]) == pytest.approx(parts, rel=1e-4)
+        assert float(row["train/reg"]) > 0

@@ -1,0 +1,63 @@
+"""Loss terms: each sees ``(module, batch, logits)``, returns a tensor (added to the loss and logged as
+``train/<name>``) or None (nothing this step).
+
+Terms come from two places and combine: ``loss.terms.<name>: {kind: <registered kind>, ...}`` in the
+config, and ``Strategy.loss_terms()`` (EWC's and L2-SP's penalties). A new kind is a function
+registered with ``@register_term("kind")`` that takes (name, config node) and returns a LossTerm.
+"""
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from tl_lightning.errors import ConfigError, unknown_name
+
+
+class LossTerm:
+    """Base class; subclasses set ``name`` and implement ``__call__``."""
+
+    name = "term"
+
+    def __call__(self, module, batch, logits: torch.Tensor) -> Optional[torch.Tensor]:
+        raise NotImplementedError
+
+
+TERM_KINDS: Dict[str, Callable[[str, object], LossTerm]] = {}
+
+
+def register_term(kind: str):
+    def decorate(factory: Callable[[str, object], LossTerm]):
+        TERM_KINDS[kind] = factory
+        return factory
+    return decorate
+
+
+def build_terms(terms_cfg) -> List[LossTerm]:
+    """The terms of ``loss.terms`` (a mapping name -> node with ``kind``; a null node is switched off)."""
+    terms = []
+    for name, node in (terms_cfg or {}).items():
+        if node is None:
+            continue
+        kind = node.get("kind") if hasattr(node, "get") else None
+        if kind is None:
+            raise ConfigError(f"config key 'loss.terms.{name}': needs a 'kind'; registered kinds: "
+                              f"{', '.join(sorted(TERM_KINDS)) or '(none)'}")
+        if kind not in TERM_KINDS:
+            raise unknown_name("loss term kind", kind, TERM_KINDS, f"loss.terms.{name}.kind")
+        terms.append(TERM_KINDS[kind](name, node))
+    names = [t.name for t in terms]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"loss terms need distinct names, got {names}")
+    return terms
+
+
+def total_loss(criterion, terms: List[LossTerm], module, batch, logits) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """criterion + every term that answers; returns (loss, {part name: value}) for logging."""
+    loss = criterion(logits, batch["target"])
+    parts = {"criterion": loss}
+    for term in terms:
+        value = term(module, batch, logits)
+        if value is not None:
+            parts[term.name] = value
+            loss = loss + value
+    return loss, parts

@@ -1,0 +1,71 @@
+"""summary.json: what a run chose, measured and wrote, for sweeps, reports and the next run."""
+
+import json
+import os
+import time
+from typing import Any, Dict
+
+import torch
+
+
+def scalar_metrics(metrics: Dict[str, Any]) -> Dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            out[k] = float(v)
+        elif isinstance(v, (int, float)):
+            out[k] = float(v)
+    return out
+
+
+def strategy_summary(strategy) -> Dict[str, Any]:
+    info: Dict[str, Any] = {}
+    if strategy.staged:
+        info.update(phase=strategy.phase, trainable_units=strategy.trainable_units())
+    if getattr(strategy, "fisher_from", ""):
+        info["fisher_from"] = strategy.fisher_from
+    return info
+
+
+def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, counts, trainer, best_path: str,
+                  metrics: Dict[str, float], start: float, resumed_from, started_at, feature_cache, source,
+                  strategy_info) -> Dict[str, Any]:
+    ckpt = trainer.checkpoint_callback
+    return {
+        "backbone": backbone.name,
+        "backbone_kind": cfg.backbone.kind,
+        "pretrained": pretrained,
+        "weights": cfg.backbone.weights,
+        "strategy": strategy.name,
+        "dataset": cfg.data.name,
+        "samples_per_class": cfg.data.samples_per_class,
+        "seed": cfg.seed,
+        "num_classes": datamodule.num_classes,
+        "class_names": datamodule.class_names,
+        "split": datamodule.split_info,
+        "input_spec": {**backbone.input_spec.__dict__},
+        "params": counts,
+        "epochs_run": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "best_checkpoint": best_path,
+        "best_score": float(ckpt.best_model_score) if ckpt and ckpt.best_model_score is not None else None,
+        "optimized_metric": cfg.optimized_metric,
+        "val": {k: v for k, v in metrics.items() if k.startswith("val/") and "/acc_class/" not in k},
+        "test": {k: v for k, v in metrics.items() if k.startswith("test/") and "/acc_class/" not in k},
+        "test_per_class": {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/acc_class/")},
+        "wall_time_s": round(time.time() - start, 2),
+        "resumed_from": resumed_from,
+        "started_at": started_at,  # epoch and global step fit started from (> 0 after a resume)
+        "feature_cache": feature_cache,
+        "source": source,
+        "strategy_info": strategy_info,
+    }
+
+
+def write_summary(output_dir: str, summary: Dict[str, Any]) -> str:
+    path = os.path.join(output_dir, "summary.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(summary, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path

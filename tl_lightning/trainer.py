@@ -1,0 +1,41 @@
+"""The Lightning Trainer from the ``trainer`` group, and the two model switches it carries."""
+
+import logging
+import os
+from typing import Any, Dict
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tl_lightning.config.schema import MODEL_SWITCHES
+
+log = logging.getLogger(__name__)
+
+
+def trainer_kwargs(cfg: DictConfig) -> Dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None and k not in MODEL_SWITCHES}
+    if kwargs.get("precision") == "bf16-mixed" and kwargs.get("accelerator") in ("gpu", "cuda") \
+            and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bf16; using precision=16-mixed instead")
+        kwargs["precision"] = "16-mixed"
+    return kwargs
+
+
+def cluster_plugins() -> list:
+    """Under hydra/launcher=slurm submitit owns requeue (USR2 -> checkpoint -> requeue); Lightning's own SLURM
+    auto-requeue (USR1) is switched off so the two never fight. A plain sbatch job keeps Lightning's."""
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and "SLURM_JOB_ID" in os.environ:
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
+
+
+def apply_model_switches(module, trainer_cfg) -> None:
+    """channels_last and torch.compile, from the trainer group."""
+    if trainer_cfg.channels_last:
+        module.channels_last = True
+        module.to(memory_format=torch.channels_last)
+    if trainer_cfg.compile:
+        module.backbone.model.compile()
