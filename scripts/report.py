@@ -1,129 +1,14 @@
-"""Summarise a sweep: read every job's summary.json under a dir, write a Markdown table and a plot.
+"""Summarise a sweep into report.md + report.png (see tl_lightning/cli/report.py; console script: tl-report).
 
-    python scripts/report.py logs/train/multiruns/2026-11-27_10-00-00
-    python scripts/report.py <sweep dir> --metric test/f1_macro --out reports/
-    python scripts/report.py logs/split_fashion/target --metric test/acc --metric source/forgetting
-
-One row per (backbone, dataset, strategy, samples_per_class): mean and standard deviation
-over seeds. The plot shows the metric against the labelled budget, one line per strategy.
+    python scripts/report.py logs/train/multiruns/<date>_<time>
 """
 
-import argparse
-import json
-import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def load_summaries(sweep_dir: Path):
-    rows = []
-    for path in sorted(sweep_dir.rglob("summary.json")):
-        with open(path) as fh:
-            rows.append(json.load(fh))
-    return rows
-
-
-def metric_of(summary, metric: str):
-    """'val/...' and 'test/...' from those sections; 'source/<key>' (forgetting runs) from summary['source']."""
-    stage = metric.split("/")[0]
-    if stage == "source":
-        return (summary.get("source") or {}).get(metric.split("/", 1)[1])
-    return summary.get(stage, {}).get(metric)
-
-
-def aggregate(summaries, metrics):
-    """One row per (backbone, dataset, strategy, budget) with mean/std over seeds of each metric."""
-    groups = defaultdict(list)
-    for s in summaries:
-        values = {m: metric_of(s, m) for m in metrics}
-        if values[metrics[0]] is not None:
-            groups[(s["backbone"], s["dataset"], s["strategy"], s["samples_per_class"])].append((s["seed"], values))
-    table = []
-    def order(item):
-        (backbone, dataset, strategy, budget), _ = item
-        return (backbone, dataset, strategy, float("inf") if budget is None else budget)
-
-    for (backbone, dataset, strategy, budget), runs in sorted(groups.items(), key=order):
-        row = {"backbone": backbone, "dataset": dataset, "strategy": strategy, "samples_per_class": budget,
-               "seeds": sorted(seed for seed, _ in runs), "stats": {}}
-        for m in metrics:
-            numbers = [v[m] for _, v in runs if v[m] is not None]
-            if numbers:
-                row["stats"][m] = (statistics.fmean(numbers), statistics.stdev(numbers) if len(numbers) > 1 else 0.0)
-        row["mean"], row["std"] = row["stats"][metrics[0]]
-        table.append(row)
-    return table
-
-
-def markdown(table, metrics) -> str:
-    lines = ["| backbone | dataset | strategy | labels/class | " + " | ".join(f"{m} % (mean ± std)" for m in metrics)
-             + " | seeds |", "|---|---|---|---|" + "---|" * len(metrics) + "---|"]
-    for r in table:
-        budget = "all" if r["samples_per_class"] is None else r["samples_per_class"]
-        cells = [f"{100 * r['stats'][m][0]:.1f} ± {100 * r['stats'][m][1]:.1f}" if m in r["stats"] else "-"
-                 for m in metrics]
-        lines.append(f"| {r['backbone']} | {r['dataset']} | {r['strategy']} | {budget} | " + " | ".join(cells)
-                     + f" | {len(r['seeds'])} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(table, metric: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    by_strategy = defaultdict(list)
-    for r in table:
-        if r["samples_per_class"] is not None:
-            by_strategy[r["strategy"]].append(r)
-    for strategy, rows in sorted(by_strategy.items()):
-        rows.sort(key=lambda r: r["samples_per_class"])
-        ax.errorbar([r["samples_per_class"] for r in rows], [100 * r["mean"] for r in rows],
-                    yerr=[100 * r["std"] for r in rows], marker="o", capsize=3, label=strategy)
-    ax.set_xscale("log")
-    budgets = sorted({r["samples_per_class"] for rows in by_strategy.values() for r in rows})
-    ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.minorticks_off()
-    ax.set_xlabel("labelled samples per class")
-    ax.set_ylabel(f"{metric} (%)")
-    title = {(r["backbone"], r["dataset"]) for r in table}
-    ax.set_title(", ".join(f"{b} on {d}" for b, d in sorted(title)))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--metric", action="append", default=None,
-                        help="metric(s) for the table, repeatable (default test/acc); the plot shows the first. "
-                             "source/forgetting, source/acc_after for backbone=checkpoint runs")
-    parser.add_argument("--out", type=Path, default=None, help="folder for report.md and report.png (default: sweep dir)")
-    args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        print(f"error: no such directory: {args.sweep_dir}", file=sys.stderr)
-        return 2
-    metrics = args.metric or ["test/acc"]
-    summaries = load_summaries(args.sweep_dir)
-    table = aggregate(summaries, metrics)
-    if not table:
-        print(f"error: no summary.json with {metrics[0]} under {args.sweep_dir}", file=sys.stderr)
-        return 2
-    out = args.out or args.sweep_dir
-    out.mkdir(parents=True, exist_ok=True)
-    text = markdown(table, metrics)
-    (out / "report.md").write_text(text)
-    plot(table, metrics[0], out / "report.png")
-    print(text)
-    print(f"wrote {out / 'report.md'} and {out / 'report.png'} from {len(summaries)} runs")
-    return 0
-
+from tl_lightning.cli.report import run  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

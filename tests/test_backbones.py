@@ -79,6 +79,23 @@ def test_torchvision_weights_read_from_torch_hub_cache(tmp_path, monkeypatch):
     assert torch.equal(backbone.model.layer4[1].bn2.running_mean, reference.layer4[1].bn2.running_mean)
 
 
+def test_prefetch_entry_point_reports_cached_weights_and_refuses_offline(tmp_path, monkeypatch, capsys):
+    import torchvision
+
+    from tl_lightning.cli.prefetch import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert main(["backbone=resnet50"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "resnet50-11ad3fa6.pth" in err[0]
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), cache / "resnet18-f37072fd.pth")
+    assert main(["backbone=resnet18"]) == 0
+    assert "cached: resnet18 (11,176,512 parameters)" in capsys.readouterr().out
+    assert main(["backbone=resnet51"]) == 2 and "backbone/resnet51" in capsys.readouterr().err
+
+
 def test_timm_weights_read_from_hugging_face_cache(tmp_path, monkeypatch):
     import huggingface_hub.constants
     import timm

@@ -1,6 +1,6 @@
 import json
 
-from scripts.report import main
+from tl_lightning.cli.report import main
 
 
 def write(tmp_path, job, strategy, budget, seed, acc):

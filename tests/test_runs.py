@@ -42,6 +42,23 @@ def test_run_writes_summary_checkpoints_pictures_and_resolved_config(finetune_ru
         assert (run_dir / name).exists(), name
 
 
+def test_best_checkpoint_holds_what_inference_needs_and_last_what_resume_needs(finetune_run):
+    from tl_lightning.errors import ConfigError
+    from tl_lightning.resume import resolve_resume
+
+    run_dir, _, _ = finetune_run
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert "optimizer_states" not in best and "optimizer_states" in last and "lr_schedulers" in last
+    record = best["tl_lightning"]
+    assert record["class_names"] == ["class0", "class1", "class2", "class3"] and record["strategy"] == "finetune"
+    assert record["architecture"] == {"kind": "torchvision", "name": "resnet18"} and record["input_spec"]["size"] == 32
+    assert (run_dir / "checkpoints" / "best.ckpt").stat().st_size < 0.6 * (run_dir / "checkpoints" / "last.ckpt").stat().st_size
+    assert resolve_resume(str(run_dir / "checkpoints" / "last.ckpt"), "/elsewhere") == str(run_dir / "checkpoints" / "last.ckpt")
+    with pytest.raises(ConfigError, match="holds weights only .*resume from that run's checkpoints/last.ckpt"):
+        resolve_resume(str(run_dir / "checkpoints" / "best.ckpt"), "/elsewhere")
+
+
 def test_loggers_get_the_metrics(finetune_run):
     run_dir, _, summary = finetune_run
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))

@@ -30,7 +30,25 @@ def resolve_resume(resume: Optional[str], output_dir: str) -> Optional[str]:
         return None
     if not os.path.isfile(resume):
         raise ConfigError(f"resume: no such checkpoint file: {resume} (use resume=auto or a .ckpt path)")
+    if "optimizer_states" not in _read(resume):
+        raise ConfigError(f"resume: {resume} holds weights only (best.ckpt), not the optimizer and loop state a resume "
+                          "needs; resume from that run's checkpoints/last.ckpt, or start a new run from it with "
+                          "backbone=checkpoint backbone.path=...")
     return resume
+
+
+def _read(path: str) -> dict:
+    import torch
+
+    from tl_lightning.errors import WeightsError
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign
+        raise WeightsError(f"resume: cannot read {path} as a checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise WeightsError(f"resume: {path} is not a Lightning checkpoint")
+    return ckpt
 
 
 class RunInProgress:
