@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 
 from tests.helpers import write_fashion_root, write_image_tree
 from tl_lightning.backbones.preprocessing import ImagePreprocessing, InputSpec
+from tl_lightning.batch import KEYS
 from tl_lightning.config.schema import ImageDataConf as DataConf
 from tl_lightning.config.schema import SyntheticDataConf
 from tl_lightning.data import build_datamodule
@@ -174,7 +175,7 @@ def test_the_backbone_preprocessing_feeds_every_split_and_modalities_must_match(
 def test_loaders_yield_the_batch_shape():
     dm = setup("synthetic", SyntheticDataConf, per_class=10, batch_size=4)
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"inputs", "target", "index", "group"}
+    assert tuple(batch) == KEYS
     assert batch["inputs"].shape == (4, 3, 16, 16) and batch["group"].tolist() == [-1] * 4
     train = dm.datasets["train"]
     position = {int(i): k for k, i in enumerate(train.indices)}

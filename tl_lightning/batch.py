@@ -59,10 +59,10 @@ def collect(fn: Callable[[Batch], torch.Tensor], loader: Iterable[Batch], module
             device=None) -> Dict[str, torch.Tensor]:
     """Run ``fn`` (logits or features of a batch) over a loader in eval mode without grad; return the
     outputs (float32, CPU) with the targets, groups and indices, concatenated in loader order."""
-    parts: Dict[str, list] = {"outputs": [], "target": [], "group": [], "index": []}
+    parts: Dict[str, list] = {"outputs": [], **{key: [] for key in KEYS[1:]}}
     for batch in device_batches(loader, modules, device):
         parts["outputs"].append(fn(batch).float().cpu())
-        for key in ("target", "group", "index"):
+        for key in KEYS[1:]:
             parts[key].append(batch[key].cpu())
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in parts.items()}
 

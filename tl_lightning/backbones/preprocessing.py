@@ -12,8 +12,6 @@ from typing import Callable, Optional, Tuple
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
-AUGMENT_PRESETS = ("none", "basic", "strong")
-
 
 @dataclass(frozen=True)
 class InputSpec:

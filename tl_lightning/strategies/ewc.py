@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from tl_lightning.batch import device_batches
+from tl_lightning.batch import batch_size, device_batches
 from tl_lightning.errors import ConfigError
 from tl_lightning.strategies.anchored import AnchoredStrategy
 
@@ -91,7 +91,7 @@ def empirical_fisher(backbone: nn.Module, head: nn.Module, loader, criterion, de
     fisher = [torch.zeros_like(p) for p in params]
     seen = 0
     for batch in device_batches(loader, [backbone, head], device, grad=True):
-        n = len(batch["target"])
+        n = batch_size(batch)
         loss = criterion(head(backbone(batch["inputs"])), batch["target"])
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for f, g in zip(fisher, grads):
