@@ -130,6 +130,11 @@ def test_interpolations_are_resolved(compose):
     (["backbone=checkpoint"], ["backbone.path"]),
     (["backbone=checkpoint", "backbone.path=/nonexistent/best.ckpt"], ["backbone.path: no such file", "/nonexistent"]),
     (["resume=/nonexistent/last.ckpt"], ["resume: no such checkpoint file", "resume=auto"]),
+    (["strategy.bn=frozen"], ["strategy.bn", "train, freeze_stats, freeze"]),
+    (["strategy=scratch", "strategy.bn=freeze_stats"], ["strategy=scratch learns BatchNorm statistics"]),
+    (["strategy=progressive", "strategy.train_bn=true", "strategy.bn=freeze"], ["train_bn=true", "bn=freeze"]),
+    (["strategy=lp_ft", "strategy.phase_schedule=cyclic"], ["strategy.phase_schedule", "global, restart"]),
+    (["strategy=lp_ft", "strategy.phase_schedule=restart", "scheduler.name=none"], ["needs scheduler.name=cosine"]),
 ])
 def test_mistakes_are_one_line_naming_the_key(args, fragments):
     from tl_lightning.compose import compose_config

@@ -286,3 +286,99 @@ def test_progressive_train_bn_trains_norm_affine_of_frozen_groups_but_not_their_
     optimizer.step()
     assert not torch.equal(bn.weight, before_w) and torch.equal(bn.running_mean, before_mean)
     assert torch.equal(conv.weight, before_conv)
+
+
+def _norms(module):
+    from tl_lightning.strategies.base import norm_layers
+
+    return norm_layers(module.backbone)
+
+
+def _norm_state(module):
+    """Running statistics and affine parameters of every BatchNorm layer of the backbone."""
+    norms = set(map(id, _norms(module)))
+    return {f"{name}.{k}": v.clone() for name, m in module.backbone.named_modules() if id(m) in norms
+            for k, v in m.state_dict().items()}
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "l2sp", "ewc"])
+@pytest.mark.parametrize("bn", ["train", "freeze_stats", "freeze"])
+def test_bn_policy_for_strategies_that_train_the_backbone(strategy, bn):
+    module = make_module(strategy, lr=1e-2, mult=1.0, bn=bn, **({"fisher_source": "uniform"} if strategy == "ewc" else {}))
+    before = _norm_state(module)
+    conv = module.backbone.model.layer1[0].conv1.weight.clone()
+    train_steps(module)
+    after = _norm_state(module)
+    stats = [k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    affine = [k for k in before if k.endswith(("weight", "bias"))]
+    assert stats and affine and not torch.equal(module.backbone.model.layer1[0].conv1.weight, conv)
+    assert all(m.training == (bn == "train") for m in _norms(module)), "eval mode unless bn=train"
+    assert all(torch.equal(before[k], after[k]) for k in stats) == (bn != "train"), "statistics move only with train"
+    assert all(torch.equal(before[k], after[k]) for k in affine) == (bn == "freeze"), "affine frozen only with freeze"
+    in_optimizer = {id(p) for g in module.strategy.param_groups(module) for p in g["params"]}
+    assert all((id(p) in in_optimizer) == (bn != "freeze") for m in _norms(module) for p in m.parameters())
+
+
+def test_bn_freeze_holds_for_groups_progressive_unfreezes_later_and_after_a_restore():
+    module = make_module("progressive", lr=1e-2, mult=1.0, bn="freeze")
+    module.strategy.advance(module, epoch=1, step=0)
+    layer4 = module.backbone.model.layer4
+    assert layer4[0].conv1.weight.requires_grad and not layer4[0].bn1.weight.requires_grad
+    module.train()
+    assert not layer4[0].bn1.training
+    fresh = make_module("progressive", lr=1e-2, mult=1.0, bn="freeze")
+    fresh.strategy.load_state_dict(module.strategy.state_dict())
+    fresh.strategy.restore(fresh)
+    assert _frozen_state(fresh) == _frozen_state(module)
+    before = _norm_state(module)
+    train_steps(module)
+    assert all(torch.equal(v, _norm_state(module)[k]) for k, v in before.items())
+
+
+def _lrs_over(module, steps, advance_at=None, total=100, max_epochs=10):
+    """Each step's lrs of the head and of layer4 with scheduler cosine; the strategy advances at ``advance_at``."""
+    from tl_lightning.optim import build_scheduler
+
+    optimizer = build_optimizer(module.strategy.param_groups(module), module.optimizer_cfg)
+    sched_cfg = OmegaConf.merge(OmegaConf.structured(SchedulerConf), {"name": "cosine", "min_lr_ratio": 0.0})
+    own = module.strategy.configure_schedule(sched_cfg, total, max_epochs)
+    sched = build_scheduler(optimizer, sched_cfg, total, max_epochs, group_factor=module.strategy.lr_factor,
+                            own_schedule=own)["scheduler"]
+    out = []
+    for step in range(steps):
+        if step == advance_at:
+            module.strategy.advance(module, epoch=step // (total // max_epochs), step=step)
+            for group, base, fn in zip(optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * fn(sched.last_epoch)
+        lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+        out.append((lrs["head"], lrs["backbone.layer4"]))
+        optimizer.step()
+        sched.step()
+    return out
+
+
+def test_lp_ft_restart_schedule_gives_each_phase_its_own_cosine():
+    # 100 steps, 10 epochs: 2 probe epochs (20 steps) at lr 1e-2, then everything at ft_lr 1e-3 for 80 steps
+    restart = _lrs_over(make_module("lp_ft", lr=1e-2, lp_epochs=2, ft_lr=1e-3, phase_schedule="restart"), 100, 20)
+    cosine = lambda t, n: 0.5 * (1 + math.cos(math.pi * t / n))  # noqa: E731
+    assert restart[0][0] == pytest.approx(1e-2) and restart[10][0] == pytest.approx(1e-2 * cosine(10, 20))
+    assert restart[19][1] == 0.0  # the backbone is frozen while probing
+    assert restart[20][0] == pytest.approx(1e-3) and restart[20][1] == pytest.approx(1e-3)  # a fresh start
+    assert restart[60][1] == pytest.approx(1e-3 * cosine(40, 80))
+    flat = _lrs_over(make_module("lp_ft", lr=1e-2, lp_epochs=2, ft_lr=1e-3), 100, 20)  # phase_schedule=global
+    assert flat[20][1] == pytest.approx(1e-3 * cosine(20, 100))  # the run's one cosine: already decayed
+    assert flat[60][1] == pytest.approx(1e-3 * cosine(60, 100))
+
+
+def test_restart_schedule_resumes_from_the_phase_start_it_saved():
+    module = make_module("progressive", lr=1e-2, mult=1.0, phase_schedule="restart")
+    module.strategy.configure_schedule(OmegaConf.merge(OmegaConf.structured(SchedulerConf), {"name": "cosine"}), 100, 10)
+    module.strategy.advance(module, epoch=1, step=10)
+    fresh = make_module("progressive", lr=1e-2, mult=1.0, phase_schedule="restart")
+    fresh.strategy.configure_schedule(OmegaConf.merge(OmegaConf.structured(SchedulerConf), {"name": "cosine"}), 100, 10)
+    fresh.strategy.load_state_dict(module.strategy.state_dict())
+    fresh.strategy.restore(fresh)
+    group = {"name": "backbone.layer4", "unit": "layer4"}
+    assert fresh.strategy.phase_start_step == 10 and fresh.strategy.phase_steps() == 10  # unfreeze_every=1 epoch
+    assert fresh.strategy.lr_factor(group, 15) == pytest.approx(module.strategy.lr_factor(group, 15))
+    assert 0 < fresh.strategy.lr_factor(group, 15) < 1

@@ -86,8 +86,9 @@ def _digests(path):
 def test_killed_run_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_one(tmp_path, strategy, caplog):
     """Only the killed run needs a process of its own (SIGKILL); the uninterrupted reference and the resumed
     run train in this process, with the same single thread."""
+    bn = ["strategy.bn=freeze_stats"] if strategy == "ewc" else []  # the policy holds across the resume too
     args = TINY + [f"strategy={strategy}", "trainer.max_epochs=3", "trainer.deterministic=true", "data.augment=basic",
-                   "backbone.head_dropout=0.3", "callbacks.early_stopping.enabled=false"]
+                   "backbone.head_dropout=0.3", "callbacks.early_stopping.enabled=false", *bn]
     full, cut = tmp_path / "full", tmp_path / "cut"
     probe = "+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {}}}"
     caplog.set_level(logging.INFO, logger="tl_lightning")
@@ -108,6 +109,11 @@ def test_killed_run_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_one(tm
     assert cut_lines[0].startswith("epoch=2") and cut_lines == full_lines[2:]  # epoch 2 and the end
     if strategy == "ewc":
         assert "EWC Fisher from" in first and "EWC Fisher from" not in again  # restored, not recomputed
+        # bn=freeze_stats: the random-init running statistics (mean 0, var 1) are still there after the resume
+        final = torch.load(cut / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+        means = [v for k, v in final.items() if k.endswith("running_mean")]
+        assert means and all(torch.equal(v, torch.zeros_like(v)) for v in means)
+        assert all(int(v) == 0 for k, v in final.items() if k.endswith("num_batches_tracked"))
 
 
 @pytest.mark.integration
@@ -117,8 +123,9 @@ def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
     """2 gloo processes: identical weights after every epoch; the ranks share the job's dir and only rank 0 logs."""
     run = tmp_path / "run"
     logger = "logger=wandb" if strategy == "progressive" else "logger=csv"
+    bn = "strategy.bn=freeze" if strategy == "ewc" else "strategy.bn=train"
     args = [a for a in TINY if not a.startswith("logger=")] + [
-        logger, f"strategy={strategy}", "trainer=ddp_cpu", "trainer.max_epochs=3", "data.per_class=16",
+        logger, bn, f"strategy={strategy}", "trainer=ddp_cpu", "trainer.max_epochs=3", "data.per_class=16",
         f"+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {tmp_path / 'dg'}}}"]
     proc = run_train(args, run, env={"WANDB_MODE": ""})
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -136,6 +143,12 @@ def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
     assert summary["strategy"] == strategy and summary["global_step"] == int(lines[-1].split("step=")[1])
     if strategy == "progressive":
         assert len(list((run / "wandb").glob("offline-run-*"))) == 1, "one W&B run, from rank 0"
+    else:  # bn=freeze under DDP: BatchNorm affine parameters and statistics keep their initial values
+        final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+        norm_weights = [k[: -len("running_var")] + "weight" for k in final if k.endswith("running_var")]
+        assert norm_weights and all(torch.equal(final[k], torch.ones_like(final[k])) for k in norm_weights)
+        assert all(torch.equal(final[k.replace("weight", "bias")], torch.zeros_like(final[k])) for k in norm_weights)
+        assert all(int(v) == 0 for k, v in final.items() if k.endswith("num_batches_tracked"))
 
 
 def test_checkpoint_backbone_rejects_foreign_and_truncated_files(tmp_path):

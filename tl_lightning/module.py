@@ -112,8 +112,11 @@ class TransferModule(L.LightningModule):
     def configure_optimizers(self):
         optimizer = build_optimizer(self.strategy.param_groups(self), self.optimizer_cfg)
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        scheduler = build_scheduler(optimizer, self.scheduler_cfg, int(self.trainer.estimated_stepping_batches), max_epochs,
-                                    group_factor=self.strategy.lr_factor if self.strategy.staged else None)
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        own = self.strategy.configure_schedule(self.scheduler_cfg, total_steps, max_epochs)
+        scheduler = build_scheduler(optimizer, self.scheduler_cfg, total_steps, max_epochs,
+                                    group_factor=self.strategy.lr_factor if self.strategy.staged else None,
+                                    own_schedule=own)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

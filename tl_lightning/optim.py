@@ -42,18 +42,26 @@ def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float):
     return factor
 
 
+def phase_shapes(cfg, steps_per_epoch: int) -> Callable[[int], Callable[[int], float]]:
+    """For per-phase schedules: a phase of ``length`` steps gets the run's warmup (``warmup_epochs``) and
+    cosine decay to ``min_lr_ratio`` over its own steps."""
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    return lambda length: cosine_with_warmup(min(warmup, length), length, cfg.min_lr_ratio)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int, max_epochs: int,
-                    group_factor: Optional[Callable[[Dict[str, Any], int], float]] = None):
+                    group_factor: Optional[Callable[[Dict[str, Any], int], float]] = None, own_schedule: bool = False):
     """A per-step schedule for Lightning, or None.
 
     ``group_factor(param_group, step)`` multiplies each group's schedule (a strategy's phases and the
-    warmup of newly unfrozen groups); it needs scheduler=cosine or none.
+    warmup of newly unfrozen groups); it needs scheduler=cosine or none. ``own_schedule``: the factor
+    already holds the warmup and decay (per-phase schedules), so the run-wide one is left out.
     """
     if total_steps <= 0 or (cfg.name == "none" and group_factor is None):
         return None
     if group_factor is not None and cfg.name != "onecycle":
         base = cosine_with_warmup(_warmup_steps(cfg, total_steps, max_epochs), total_steps, cfg.min_lr_ratio) \
-            if cfg.name == "cosine" else (lambda step: 1.0)
+            if cfg.name == "cosine" and not own_schedule else (lambda step: 1.0)
         lambdas = [_group_lambda(base, group_factor, g) for g in optimizer.param_groups]
         return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas), "interval": "step"}
     if cfg.name == "onecycle":

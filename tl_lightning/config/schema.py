@@ -68,6 +68,9 @@ class StrategyConf:
     lr: float = 1e-3  # head learning rate
     backbone_lr_mult: float = 1.0  # backbone lr = lr * backbone_lr_mult
     layer_decay: float = 1.0  # lr of a backbone group = backbone lr * layer_decay ** (its depth from the top)
+    # BatchNorm layers of the trained backbone: train (statistics re-estimated on the target, affine trains) |
+    # freeze_stats (eval mode: running statistics untouched; affine trains) | freeze (neither)
+    bn: str = "train"
 
 
 @dataclass
@@ -84,6 +87,8 @@ class PhasedConf(StrategyConf):
     mode: str = "max"
     min_delta: float = 0.0
     warmup_steps: int = 0  # linear warmup of each newly unfrozen group, in optimizer steps
+    # global: one warmup + cosine decay over the whole run | restart: each phase its own, over its own epochs
+    phase_schedule: str = "global"
 
 
 @dataclass
@@ -284,6 +289,8 @@ class TrainConf:
     resume: Optional[str] = None  # null | auto (<run dir>/checkpoints/last.ckpt if present) | a .ckpt path
 
 
+BN_POLICIES = ("train", "freeze_stats", "freeze")
+PHASE_SCHEDULES = ("global", "restart")
 PROGRESSIVE_SCHEDULES = ("epochs", "plateau", "phases")
 FISHER_SOURCES = ("auto", "source", "target", "uniform")
 

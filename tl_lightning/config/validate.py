@@ -119,8 +119,19 @@ def _check_strategy(cfg: DictConfig) -> None:
     st = cfg.strategy
     if not 0.0 < st.layer_decay <= 1.0:
         raise ConfigError(f"config key 'strategy.layer_decay': must be in (0, 1], got {st.layer_decay}")
+    _check_choice(st.bn, schema.BN_POLICIES, "strategy.bn")
+    if st.name == "scratch" and st.bn != "train":
+        raise ConfigError(f"strategy=scratch learns BatchNorm statistics from random weights; strategy.bn={st.bn} "
+                          "would keep their initial values (use strategy.bn=train)")
+    if st.get("train_bn") and st.bn == "freeze":
+        raise ConfigError("strategy.train_bn=true trains BatchNorm affine parameters, strategy.bn=freeze forbids it; "
+                          "choose one")
     if isinstance(st, DictConfig) and issubclass(OmegaConf.get_type(st) or object, schema.PhasedConf):
         _check_choice(st.mode, ("min", "max"), "strategy.mode")
+        _check_choice(st.phase_schedule, schema.PHASE_SCHEDULES, "strategy.phase_schedule")
+        if st.phase_schedule == "restart" and cfg.scheduler.name != "cosine":
+            raise ConfigError(f"strategy.phase_schedule=restart restarts the cosine schedule every phase; it needs "
+                              f"scheduler.name=cosine, not {cfg.scheduler.name}")
         if cfg.scheduler.name == "onecycle":
             raise ConfigError(f"strategy={st.name} changes learning rates per phase; use scheduler.name=cosine or none, "
                               "not onecycle")

@@ -27,6 +27,7 @@ class AnchoredStrategy(Strategy):
 
     def setup(self, module: nn.Module) -> None:
         set_trainable(module, True)
+        self.freeze_norms(module)
         named = list(module.backbone.named_parameters())
         self.names = [n for n, _ in named]
         self.anchors = [p.detach().clone() for _, p in named]

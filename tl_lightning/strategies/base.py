@@ -30,6 +30,11 @@ class Strategy:
         """A per-group multiplier on top of the schedule (phases, warmup of unfrozen groups)."""
         return 1.0
 
+    def configure_schedule(self, scheduler_cfg, total_steps: int, max_epochs: int) -> bool:
+        """True when ``lr_factor`` carries the warmup and decay itself (per-phase schedules), so the
+        optimizer's scheduler adds none over the run."""
+        return False
+
     def loss_terms(self) -> list:
         """Loss terms (tl_lightning.losses.LossTerm) this strategy adds to the criterion; called after setup."""
         return []
@@ -38,7 +43,17 @@ class Strategy:
         return []
 
     def on_train_mode(self, module: nn.Module) -> None:
-        """Called whenever the module is put into train mode: keep frozen parts in eval mode here."""
+        """Called whenever the module is put into train mode: keep frozen parts in eval mode here.
+        The base keeps the backbone's BatchNorm layers in eval mode under ``bn=freeze_stats|freeze``."""
+        if self.cfg.bn != "train":
+            for m in norm_layers(module.backbone):
+                m.eval()
+
+    def freeze_norms(self, module: nn.Module) -> None:
+        """``bn=freeze``: the backbone's BatchNorm affine parameters never train (call after unfreezing)."""
+        if self.cfg.bn == "freeze":
+            for m in norm_layers(module.backbone):
+                set_trainable(m, False)
 
     def state_dict(self) -> Dict[str, Any]:
         return {}
@@ -59,7 +74,7 @@ class Strategy:
     def backbone_groups(self, module: nn.Module, only_trainable: bool = True, **extra) -> List[Dict[str, Any]]:
         """One optimizer group per backbone layer group; with layer_decay < 1 the lr shrinks by
         ``layer_decay ** depth`` from the top group (depth 0) down to the stem."""
-        decay = getattr(self.cfg, "layer_decay", 1.0)
+        decay = self.cfg.layer_decay
         groups = module.backbone.layer_groups
         out = []
         for depth, group in enumerate(reversed(groups)):
@@ -75,10 +90,6 @@ def set_trainable(module: nn.Module, trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
-def frozen_norms_to_eval(module: nn.Module) -> None:
-    """Keep BatchNorm layers whose parameters are all frozen in eval mode (running statistics untouched)."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-            params = list(m.parameters(recurse=False))
-            if not any(p.requires_grad for p in params):
-                m.eval()
+def norm_layers(module: nn.Module) -> List[nn.Module]:
+    """The BatchNorm layers of ``module`` (the ``bn`` policy's subject)."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -9,6 +9,7 @@ class Finetune(Strategy):
 
     def setup(self, module) -> None:
         set_trainable(module, True)
+        self.freeze_norms(module)
 
     def param_groups(self, module):
         return self.backbone_groups(module) + [self.head_group(module)]

@@ -57,6 +57,9 @@ class StagedStrategy(Strategy):
         self.phases: List[Phase] = []
         self.phase = 0
         self.phase_start_epoch = 0
+        self.phase_start_step = 0
+        self._phase_shape = None  # phase_schedule=restart: length -> (step in phase -> factor)
+        self._total_steps = self._steps_per_epoch = 0
         self.unfrozen_at: Dict[str, int] = {}  # unit -> global step it unfroze at
         self.best: Optional[float] = None
         self.bad_epochs = 0
@@ -130,13 +133,15 @@ class StagedStrategy(Strategy):
                 for p in self.units[name].params:
                     p.requires_grad_(True)
                 self.unfrozen_at.setdefault(name, step)
+        self.freeze_norms(module)
         if module.training:
             self.on_train_mode(module)
 
     def on_train_mode(self, module: nn.Module) -> None:
-        """BatchNorm of frozen units in eval mode; of unfrozen units in train mode (when the module trains)."""
+        """BatchNorm of frozen units in eval mode; of unfrozen units in train mode when the module trains and
+        ``bn=train`` (``freeze_stats`` and ``freeze`` keep every running statistic as it was)."""
         for m, unit in self._norm_unit.items():
-            m.train(module.training and unit in self.unfrozen_at)
+            m.train(module.training and unit in self.unfrozen_at and self.cfg.bn == "train")
 
     def param_groups(self, module: nn.Module) -> List[Dict[str, Any]]:
         decay = self.cfg.layer_decay
@@ -147,29 +152,50 @@ class StagedStrategy(Strategy):
             groups.append({"name": f"backbone.{unit.name}", "unit": unit.name, "params": unit.params, "lr": lr})
         return groups
 
+    def configure_schedule(self, scheduler_cfg, total_steps: int, max_epochs: int) -> bool:
+        """``phase_schedule=restart``: every phase gets its own warmup and cosine decay over its own steps
+        (its max_epochs, or the rest of the run for the last phase and plateau-ended ones)."""
+        if self.cfg.phase_schedule != "restart":
+            return False
+        from tl_lightning.optim import phase_shapes
+
+        self._total_steps, self._steps_per_epoch = total_steps, max(1, total_steps // max(1, max_epochs))
+        self._phase_shape = phase_shapes(scheduler_cfg, self._steps_per_epoch)
+        return True
+
+    def phase_steps(self) -> int:
+        """Length of the current phase in optimizer steps, as far as it is known when the phase starts."""
+        remaining = max(1, self._total_steps - self.phase_start_step)
+        ph, last = self.phases[self.phase], self.phase + 1 >= len(self.phases)
+        return remaining if last or ph.max_epochs is None else min(remaining, ph.max_epochs * self._steps_per_epoch)
+
     def lr_factor(self, group: Dict[str, Any], step: int) -> float:
+        shape = 1.0
+        if self._phase_shape is not None:
+            shape = self._phase_shape(self.phase_steps())(step - self.phase_start_step)
         unit = group.get("unit")
         if unit is None:  # the head: a later phase may change its lr
             lr = self.cfg.lr
             for ph in self.phases[: self.phase + 1]:
                 lr = ph.head_lr if ph.head_lr is not None else lr
-            return lr / self.cfg.lr
+            return shape * lr / self.cfg.lr
         start = self.unfrozen_at.get(unit)
         if start is None:  # frozen: only BatchNorm affine parameters have gradients, and only with train_bn
-            return 1.0 if getattr(self.cfg, "train_bn", False) else 0.0
+            return shape if getattr(self.cfg, "train_bn", False) else 0.0
         warmup = self.cfg.warmup_steps
-        return min(1.0, (step - start + 1) / warmup) if warmup > 0 else 1.0
+        return shape * (min(1.0, (step - start + 1) / warmup) if warmup > 0 else 1.0)
 
     def callbacks(self) -> list:
         return [PhaseCallback(self)]
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"phase": self.phase, "phase_start_epoch": self.phase_start_epoch, "unfrozen_at": dict(self.unfrozen_at),
-                "best": self.best, "bad_epochs": self.bad_epochs}
+        return {"phase": self.phase, "phase_start_epoch": self.phase_start_epoch, "phase_start_step": self.phase_start_step,
+                "unfrozen_at": dict(self.unfrozen_at), "best": self.best, "bad_epochs": self.bad_epochs}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.phase = state["phase"]
         self.phase_start_epoch = state["phase_start_epoch"]
+        self.phase_start_step = state.get("phase_start_step", 0)  # absent in checkpoints of earlier versions
         self.unfrozen_at = dict(state["unfrozen_at"])
         self.best, self.bad_epochs = state["best"], state["bad_epochs"]
 
@@ -203,7 +229,7 @@ class StagedStrategy(Strategy):
 
     def advance(self, module: nn.Module, epoch: int, step: int) -> None:
         self.phase += 1
-        self.phase_start_epoch = epoch
+        self.phase_start_epoch, self.phase_start_step = epoch, step
         self.best, self.bad_epochs = None, 0
         self._apply(module, step)
 
