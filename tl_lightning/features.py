@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tl_lightning.batch import collect, sample
+from tl_lightning.batch import KEYS, collect, sample
 from tl_lightning.data.base import batch_size_for, shuffle_kwargs
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def extract(backbone, datamodule, batch_size: int) -> Dict[str, torch.Tensor]:
     for split in SPLITS:
         got = collect(lambda b: backbone(b["inputs"]), datamodule.plain_loader(split, batch_size), [backbone])
         out[f"{split}_x"] = got["outputs"]
-        for key in ("target", "group", "index"):
+        for key in KEYS[1:]:
             out[f"{split}_{key}"] = got[key]
     return out
 

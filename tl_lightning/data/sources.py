@@ -71,11 +71,6 @@ class TorchvisionSource:
         return self.dataset[i][0]
 
 
-def source_groups(source) -> Optional[np.ndarray]:
-    """A source's group label per sample, or None (sources may set a ``groups`` array)."""
-    return getattr(source, "groups", None)
-
-
 class SplitDataset(Dataset):
     """A view of a source: chosen indices, remapped labels, and a transform; items in the batch shape."""
 
@@ -84,7 +79,7 @@ class SplitDataset(Dataset):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.label_map = label_map
         self.transform = transform
-        self.groups = source_groups(source)
+        self.groups: Optional[np.ndarray] = getattr(source, "groups", None)  # a source may set a group per sample
 
     def __len__(self):
         return len(self.indices)
