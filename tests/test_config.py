@@ -124,6 +124,7 @@ def test_interpolations_are_resolved(compose):
     (["strategy=progressive", "strategy.schedule=phases"], ["strategy.schedule=phases needs strategy.phases"]),
     (["strategy=progressive", "strategy.phases=[{group: [layer4]}]"], ["strategy.phases[0]", "expected a mapping"]),
     (["strategy=lp_ft", "strategy.lp_epochs=null"], ["needs strategy.lp_epochs or strategy.lp_patience"]),
+    (["strategy=lp_ft", "strategy.ft_head_lr=0"], ["strategy.ft_head_lr", "positive"]),
     (["strategy=ewc", "strategy.fisher_source=source"], ["fisher_source=source needs backbone=checkpoint"]),
     (["strategy=ewc", "strategy.fisher_source=prior"], ["strategy.fisher_source", "auto, source, target, uniform"]),
     (["strategy=finetune", "strategy.layer_decay=1.5"], ["strategy.layer_decay", "(0, 1]"]),

@@ -189,6 +189,13 @@ def test_lp_ft_probe_then_everything_at_ft_lr():
     assert lrs["head"] == pytest.approx(1e-4) and lrs["backbone.layer4"] == pytest.approx(1e-4)
 
 
+def test_lp_ft_head_keeps_its_own_lr_in_the_fine_tuning_phase_with_ft_head_lr():
+    module = make_module("lp_ft", lr=1e-2, mult=1.0, lp_epochs=2, ft_lr=1e-4, ft_head_lr=1e-3)
+    module.strategy.advance(module, 2, 5)
+    lrs = _scheduled_lrs(module, 6)
+    assert lrs["head"] == pytest.approx(1e-3) and lrs["backbone.layer4"] == pytest.approx(1e-4)
+
+
 def test_staged_state_survives_a_round_trip():
     module = make_module("progressive")
     module.strategy.advance(module, 1, 7)

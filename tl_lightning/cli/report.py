@@ -3,9 +3,11 @@
     tl-report logs/train/multiruns/2026-11-27_10-00-00          # or: python scripts/report.py ...
     python scripts/report.py <sweep dir> --metric test/f1_macro --out reports/
     python scripts/report.py logs/split_fashion/target --metric test/acc --metric source/forgetting
+    python scripts/report.py logs/sweeps/fashion --metric best_score --by strategy.lr --by strategy.bn
 
-One row per (backbone, dataset, strategy, samples_per_class): mean and standard deviation
-over seeds. The plot shows the metric against the labelled budget, one line per strategy.
+One row per (backbone, dataset, strategy, samples_per_class, and each --by config key read from the run's
+config_resolved.yaml): mean and standard deviation over seeds. The plot shows the first metric against the
+labelled budget, one line per strategy (baselines such as scripts/pixel_baseline.py's dashed).
 """
 
 import argparse
@@ -15,38 +17,61 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+BASELINE_BACKBONES = ("pixels",)  # summaries of baselines outside the harness (drawn dashed)
 
-def load_summaries(sweep_dir: Path):
+
+def load_summaries(sweep_dir: Path, by=()):
+    """Every summary.json under the dir; with ``by``, each gets a "by" dict of those keys of its run's config."""
     rows = []
     for path in sorted(sweep_dir.rglob("summary.json")):
         with open(path) as fh:
-            rows.append(json.load(fh))
+            summary = json.load(fh)
+        if by:
+            summary["by"] = config_values(path.parent / "config_resolved.yaml", by)
+        rows.append(summary)
     return rows
 
 
+def config_values(path: Path, keys):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(path) if path.is_file() else OmegaConf.create()
+    return {k: OmegaConf.select(cfg, k, default=None) for k in keys}
+
+
 def metric_of(summary, metric: str):
-    """'val/...' and 'test/...' from those sections; 'source/<key>' (forgetting runs) from summary['source']."""
+    """'val/...' and 'test/...' from those sections; 'source/<key>' (forgetting runs) from summary['source'];
+    'best_score': the best value of the run's optimized metric (what its best checkpoint was chosen by)."""
+    if metric == "best_score":
+        return summary.get("best_score")
     stage = metric.split("/")[0]
     if stage == "source":
         return (summary.get("source") or {}).get(metric.split("/", 1)[1])
     return summary.get(stage, {}).get(metric)
 
 
-def aggregate(summaries, metrics):
-    """One row per (backbone, dataset, strategy, budget) with mean/std over seeds of each metric."""
+def _sortable(value):
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def aggregate(summaries, metrics, by=()):
+    """One row per (backbone, dataset, strategy, budget, *by) with mean/std over seeds of each metric."""
     groups = defaultdict(list)
     for s in summaries:
         values = {m: metric_of(s, m) for m in metrics}
         if values[metrics[0]] is not None:
-            groups[(s["backbone"], s["dataset"], s["strategy"], s["samples_per_class"])].append((s["seed"], values))
+            extra = tuple((s.get("by") or {}).get(k) for k in by)
+            groups[(s["backbone"], s["dataset"], s["strategy"], s["samples_per_class"], extra)].append((s["seed"], values))
     table = []
-    def order(item):
-        (backbone, dataset, strategy, budget), _ = item
-        return (backbone, dataset, strategy, float("inf") if budget is None else budget)
 
-    for (backbone, dataset, strategy, budget), runs in sorted(groups.items(), key=order):
+    def order(item):
+        (backbone, dataset, strategy, budget, extra), _ = item
+        return (backbone, dataset, strategy, float("inf") if budget is None else budget,
+                tuple(_sortable(v) for v in extra))
+
+    for (backbone, dataset, strategy, budget, extra), runs in sorted(groups.items(), key=order):
         row = {"backbone": backbone, "dataset": dataset, "strategy": strategy, "samples_per_class": budget,
-               "seeds": sorted(seed for seed, _ in runs), "stats": {}}
+               "by": dict(zip(by, extra)), "seeds": sorted(seed for seed, _ in runs), "stats": {}}
         for m in metrics:
             numbers = [v[m] for _, v in runs if v[m] is not None]
             if numbers:
@@ -56,15 +81,16 @@ def aggregate(summaries, metrics):
     return table
 
 
-def markdown(table, metrics) -> str:
-    lines = ["| backbone | dataset | strategy | labels/class | " + " | ".join(f"{m} % (mean ± std)" for m in metrics)
-             + " | seeds |", "|---|---|---|---|" + "---|" * len(metrics) + "---|"]
+def markdown(table, metrics, by=()) -> str:
+    lines = ["| backbone | dataset | strategy | labels/class | " + "".join(f"{k} | " for k in by)
+             + " | ".join(f"{m} % (mean ± std)" for m in metrics) + " | seeds |",
+             "|---|---|---|---|" + "---|" * (len(by) + len(metrics)) + "---|"]
     for r in table:
         budget = "all" if r["samples_per_class"] is None else r["samples_per_class"]
         cells = [f"{100 * r['stats'][m][0]:.1f} ± {100 * r['stats'][m][1]:.1f}" if m in r["stats"] else "-"
                  for m in metrics]
-        lines.append(f"| {r['backbone']} | {r['dataset']} | {r['strategy']} | {budget} | " + " | ".join(cells)
-                     + f" | {len(r['seeds'])} |")
+        lines.append(f"| {r['backbone']} | {r['dataset']} | {r['strategy']} | {budget} | "
+                     + "".join(f"{r['by'].get(k)} | " for k in by) + " | ".join(cells) + f" | {len(r['seeds'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -78,18 +104,20 @@ def plot(table, metric: str, path: Path) -> None:
     by_strategy = defaultdict(list)
     for r in table:
         if r["samples_per_class"] is not None:
-            by_strategy[r["strategy"]].append(r)
-    for strategy, rows in sorted(by_strategy.items()):
+            label = " ".join([r["strategy"]] + [f"{k}={v}" for k, v in r["by"].items()])
+            by_strategy[(r["backbone"] in BASELINE_BACKBONES, label)].append(r)
+    for (baseline, label), rows in sorted(by_strategy.items()):
         rows.sort(key=lambda r: r["samples_per_class"])
         ax.errorbar([r["samples_per_class"] for r in rows], [100 * r["mean"] for r in rows],
-                    yerr=[100 * r["std"] for r in rows], marker="o", capsize=3, label=strategy)
+                    yerr=[100 * r["std"] for r in rows], marker="" if baseline else "o", capsize=3, label=label,
+                    linestyle="--" if baseline else "-", color="grey" if baseline else None)
     ax.set_xscale("log")
     budgets = sorted({r["samples_per_class"] for rows in by_strategy.values() for r in rows})
     ax.set_xticks(budgets, [str(b) for b in budgets])
     ax.minorticks_off()
     ax.set_xlabel("labelled samples per class")
     ax.set_ylabel(f"{metric} (%)")
-    title = {(r["backbone"], r["dataset"]) for r in table}
+    title = {(r["backbone"], r["dataset"]) for r in table if r["backbone"] not in BASELINE_BACKBONES}
     ax.set_title(", ".join(f"{b} on {d}" for b, d in sorted(title)))
     ax.grid(alpha=0.3)
     ax.legend()
@@ -104,20 +132,22 @@ def main(argv=None) -> int:
     parser.add_argument("--metric", action="append", default=None,
                         help="metric(s) for the table, repeatable (default test/acc); the plot shows the first. "
                              "source/forgetting, source/acc_after for backbone=checkpoint runs")
+    parser.add_argument("--by", action="append", default=[], metavar="KEY",
+                        help="also group by this config key (e.g. strategy.lr), repeatable: for hyperparameter sweeps")
     parser.add_argument("--out", type=Path, default=None, help="folder for report.md and report.png (default: sweep dir)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"error: no such directory: {args.sweep_dir}", file=sys.stderr)
         return 2
     metrics = args.metric or ["test/acc"]
-    summaries = load_summaries(args.sweep_dir)
-    table = aggregate(summaries, metrics)
+    summaries = load_summaries(args.sweep_dir, args.by)
+    table = aggregate(summaries, metrics, args.by)
     if not table:
         print(f"error: no summary.json with {metrics[0]} under {args.sweep_dir}", file=sys.stderr)
         return 2
     out = args.out or args.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(table, metrics)
+    text = markdown(table, metrics, args.by)
     (out / "report.md").write_text(text)
     plot(table, metrics[0], out / "report.png")
     print(text)

@@ -106,7 +106,8 @@ class ProgressiveConf(PhasedConf):
 class LPFTConf(PhasedConf):
     lp_epochs: Optional[int] = 3  # linear-probe epochs (null: until the metric plateaus)
     lp_patience: Optional[int] = None  # end the probe phase after this many epochs without improvement
-    ft_lr: float = 1e-4  # lr of head and backbone in the fine-tuning phase
+    ft_lr: float = 1e-4  # lr of the backbone in the fine-tuning phase
+    ft_head_lr: Optional[float] = None  # lr of the head in the fine-tuning phase (null: ft_lr)
 
 
 @dataclass

@@ -148,8 +148,11 @@ def _check_strategy(cfg: DictConfig) -> None:
                 got = OmegaConf.to_container(phase) if isinstance(phase, DictConfig) else phase
                 raise ConfigError(f"config key 'strategy.phases[{i}]': expected a mapping with keys groups, lr, head_lr, "
                                   f"max_epochs, patience; got {got}")
-    if st.name == "lp_ft" and st.lp_epochs is None and st.lp_patience is None:
-        raise ConfigError("strategy=lp_ft needs strategy.lp_epochs or strategy.lp_patience to end the probe phase")
+    if st.name == "lp_ft":
+        if st.lp_epochs is None and st.lp_patience is None:
+            raise ConfigError("strategy=lp_ft needs strategy.lp_epochs or strategy.lp_patience to end the probe phase")
+        _check_positive(st.ft_lr, "strategy.ft_lr", allow_none=False)
+        _check_positive(st.ft_head_lr, "strategy.ft_head_lr")
     if st.name == "ewc":
         _check_choice(st.fisher_source, schema.FISHER_SOURCES, "strategy.fisher_source")
         if st.fisher_source == "source" and cfg.backbone.kind != "checkpoint":
