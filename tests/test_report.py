@@ -28,3 +28,13 @@ def test_report_table_and_plot(tmp_path):
 def test_report_on_empty_dir_is_a_user_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no summary.json" in capsys.readouterr().err
+
+
+def test_report_groups_a_hyperparameter_sweep_by_config_keys(tmp_path):
+    for job, (lr, seed, score) in enumerate(((1e-3, 0, 0.70), (1e-3, 1, 0.72), (1e-2, 0, 0.60), (1e-2, 1, 0.64))):
+        write(tmp_path, job, "finetune", 20, seed, score)
+        (tmp_path / str(job) / "config_resolved.yaml").write_text(f"strategy:\n  lr: {lr}\n  bn: train\n")
+    assert main([str(tmp_path), "--metric", "val/acc", "--by", "strategy.lr", "--by", "strategy.bn"]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| b | d | finetune | 20 | 0.001 | train | 71.0 ± 1.4 | 2 |" in text
+    assert "| b | d | finetune | 20 | 0.01 | train | 62.0 ± 2.8 | 2 |" in text

@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from tl_lightning.cli.pixel_baseline import main
+from tl_lightning.compose import compose_config
+from tl_lightning.data.registry import build_datamodule
+from tl_lightning.backbones.preprocessing import ImagePreprocessing, InputSpec
+
+
+def test_pixel_baseline_scores_the_same_splits_as_a_training_run(tmp_path):
+    overrides = ["data=digits", "data.eval_per_class=20"]
+    assert main(["--out", str(tmp_path), "--budgets", "5,20", "--seeds", "1"] + overrides) == 0
+    five = json.loads((tmp_path / "spc5_s1" / "summary.json").read_text())
+    twenty = json.loads((tmp_path / "spc20_s1" / "summary.json").read_text())
+    # the split a training run with the same overrides and seed would use
+    cfg = compose_config(overrides + ["seed=1", "data.samples_per_class=20"], output_dir=str(tmp_path))
+    dm = build_datamodule(cfg.data, ImagePreprocessing(InputSpec(32, (0.5,), (0.5,))), cfg.paths.data_dir)
+    dm.setup("fit")
+    assert twenty["split"]["fingerprint"] == dm.split_info["fingerprint"]
+    assert twenty["split"]["sizes"] == {"train": 200, "val": 200, "test": 200}
+    assert five["split"]["fingerprint"] != twenty["split"]["fingerprint"]
+    # 8x8 digits are easy for pixels: far above chance (10 %), and more labels help
+    assert twenty["test"]["test/acc"] > 0.8 and twenty["test"]["test/acc"] > five["test"]["test/acc"]
+    assert twenty["backbone"] == "pixels" and twenty["chosen_C"] in (0.001, 0.01, 0.1, 1.0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budgets", "5,x"], "expected comma-separated integers"),
+])
+def test_pixel_baseline_bad_arguments_exit_2(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path)] + args)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_pixel_baseline_config_error_is_one_line(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "data=nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "data" in err
