@@ -1,4 +1,6 @@
-"""Logistic regression on raw pixels, on a harness run's splits (see tl_lightning/cli/pixel_baseline.py; console script: tl-pixel-baseline).
+"""Logistic regression on raw pixels, on a harness run's splits.
+
+See tl_lightning/cli/pixel_baseline.py; console script: tl-pixel-baseline.
 
     python scripts/pixel_baseline.py --out logs/budget_fashion/pixels --budgets 5,20,100 --seeds 0,1,2
 """

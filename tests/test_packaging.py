@@ -40,4 +40,4 @@ def test_installed_wheel_runs_its_console_script_outside_the_checkout(tmp_path):
     report = subprocess.run([str(target / "bin" / "tl-report"), str(elsewhere)], cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 2 and "no summary.json" in report.stderr, report.stderr[-2000:]
-    assert (target / "bin" / "tl-prefetch").is_file()
+    assert (target / "bin" / "tl-prefetch").is_file() and (target / "bin" / "tl-pixel-baseline").is_file()

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
+from tl_lightning.backbones.preprocessing import ImagePreprocessing, InputSpec
 from tl_lightning.cli.pixel_baseline import main
 from tl_lightning.compose import compose_config
 from tl_lightning.data.registry import build_datamodule
-from tl_lightning.backbones.preprocessing import ImagePreprocessing, InputSpec
 
 
 def test_pixel_baseline_scores_the_same_splits_as_a_training_run(tmp_path):
