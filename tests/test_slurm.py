@@ -77,8 +77,9 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_pa
     """USR2 is what Slurm sends before a time limit or a preemption (signal_delay_s): submitit's handler calls
     the launcher's checkpoint(), which writes last.ckpt, and requeues the job; the requeued job resumes."""
     sweep = tmp_path / "sweep"
+    epochs = 40  # an epoch takes a fraction of a second: enough of them that the signal comes while fit runs
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep}", *SMALL, "logger=wandb",
-           "trainer.max_epochs=8", "callbacks.early_stopping.enabled=false", "seed=0"]
+           f"trainer.max_epochs={epochs}", "callbacks.early_stopping.enabled=false", "seed=0"]
     env = {**os.environ, **TEST_ENV, "WANDB_MODE": ""}
     main = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -97,7 +98,7 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_pa
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"].endswith("last.ckpt")
     assert summary["started_at"]["global_step"] > 0  # it continued: it did not start from scratch
-    assert summary["global_step"] == 8 * math.ceil(summary["split"]["sizes"]["train"] / 8)  # no step lost or repeated
+    assert summary["global_step"] == epochs * math.ceil(summary["split"]["sizes"]["train"] / 8)  # none lost or repeated
     logs = "".join(p.read_text() for p in (sweep / ".submitit" / job_id).glob("*_log.*"))
     assert "this job is preempted" in logs and "requeue: saved" in logs
     assert "resumed at epoch" in logs
