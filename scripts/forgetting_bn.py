@@ -29,7 +29,11 @@ def main() -> int:
 
     print("| run | strategy | seed | source acc before | after | after, source BN statistics restored |")
     print("|---|---|---|---|---|---|")
-    for summary_path in sorted(args.sweep_dir.glob("*/summary.json")):
+    def job_order(path: Path):  # multirun job dirs are numbers: 2 before 10
+        name = path.parent.name
+        return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+    for summary_path in sorted(args.sweep_dir.glob("*/summary.json"), key=job_order):
         summary = json.loads(summary_path.read_text())
         if not summary.get("source"):
             continue
