@@ -38,3 +38,18 @@ def test_pixel_baseline_config_error_is_one_line(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "data=nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "data" in err
+
+
+def test_pixel_baseline_refuses_images_of_different_sizes(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for cls, sizes in (("a", (8, 8, 8, 9)), ("b", (8, 8, 8, 8))):
+        (root / cls).mkdir(parents=True)
+        for k, size in enumerate(sizes):
+            Image.new("RGB", (size, size), (40 * k, 0, 0)).save(root / cls / f"{k}.png")
+    args = ["--out", str(tmp_path / "out"), "data=image_folder", f"data.root={root}", "data.val_fraction=0.25",
+            "data.test_fraction=0.25"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the pixel baseline needs images of one size") and len(err.strip().splitlines()) == 1

@@ -23,9 +23,15 @@ C_GRID = (0.001, 0.01, 0.1, 1.0)
 
 def split_arrays(dm, split: str):
     """Raw pixels in [0, 1], one row per sample, and the (remapped) labels of one split."""
+    from tl_lightning.errors import DataError
+
     ds = dm.datasets[split]
-    rows = [np.asarray(ds.source.sample(int(i)), dtype=np.float32).reshape(-1) / 255.0 for i in ds.indices]
-    return np.stack(rows), np.asarray(ds.targets)
+    images = [np.asarray(ds.source.sample(int(i)), dtype=np.float32) / 255.0 for i in ds.indices]
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise DataError(f"the pixel baseline needs images of one size; data={dm.name} has {len(shapes)} "
+                        f"({', '.join(map(str, sorted(shapes)[:3]))}, ...): use Fashion-MNIST, digits or CIFAR")
+    return np.stack([im.reshape(-1) for im in images]), np.asarray(ds.targets)
 
 
 def fit_and_score(dm, c_grid=C_GRID, seed: int = 0):
@@ -87,7 +93,7 @@ def main(argv=None) -> int:
         for budget in args.budgets or [None]:
             for seed in args.seeds:
                 extra = [f"seed={seed}"] + ([f"data.samples_per_class={budget}"] if budget is not None else [])
-                s = run_one(args.overrides + extra, args.out / f"spc{s_name(budget)}_s{seed}")
+                s = run_one(args.overrides + extra, args.out / f"spc{budget_name(budget)}_s{seed}")
                 print(f"{s['dataset']} labels/class={s['samples_per_class']} seed={seed}: val {100 * s['val']['val/acc']:.1f} "
                       f"test {100 * s['test']['test/acc']:.1f} (C={s['chosen_C']}, {s['wall_time_s']} s)")
     except TLError as exc:
@@ -103,7 +109,7 @@ def int_list(text: str):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 5,20,100; got {text!r}") from None
 
 
-def s_name(budget) -> str:
+def budget_name(budget) -> str:
     return "all" if budget is None else str(budget)
 
 
