@@ -33,7 +33,8 @@ def test_every_backbone_option_validates(compose, backbone, tmp_path):
 
 
 @pytest.mark.parametrize("group", ["strategy", "loss", "trainer", "logger", "callbacks", "experiment", "debug"])
-def test_every_option_of_other_groups_validates(compose, group, tmp_path):
+def test_every_option_of_other_groups_validates(compose, group, tmp_path, monkeypatch):
+    monkeypatch.setattr("tl_lightning.config.validate.gpu_visible", lambda: True)  # trainer=gpu|ddp as on a GPU box
     source = tmp_path / "best.ckpt"  # experiment=split_fashion starts from a source run's checkpoint
     source.write_bytes(b"")
     for option in OPTIONS[group]:
@@ -125,6 +126,13 @@ def test_interpolations_are_resolved(compose):
     (["strategy=progressive", "strategy.phases=[{group: [layer4]}]"], ["strategy.phases[0]", "expected a mapping"]),
     (["strategy=lp_ft", "strategy.lp_epochs=null"], ["needs strategy.lp_epochs or strategy.lp_patience"]),
     (["strategy=lp_ft", "strategy.ft_head_lr=0"], ["strategy.ft_head_lr", "positive"]),
+    (["trainer.devices=abc"], ["trainer.devices", "'abc' is not valid", "auto"]),
+    (["trainer.devices=0"], ["trainer.devices", "a count >= 1"]),
+    (["trainer.precision=17"], ["trainer.precision", "'17' is not valid", "bf16-mixed"]),
+    (["trainer.max_epochs=0"], ["trainer.max_epochs", "must be >= 1"]),
+    (["trainer.max_epochs=-1"], ["trainer.max_epochs", "trainer.max_steps"]),
+    (["data.num_workers=-1"], ["data.num_workers", ">= 0"]),
+    (["strategy.backbone_lr_mult=-1"], ["strategy.backbone_lr_mult", ">= 0"]),
     (["strategy=ewc", "strategy.fisher_source=source"], ["fisher_source=source needs backbone=checkpoint"]),
     (["strategy=ewc", "strategy.fisher_source=prior"], ["strategy.fisher_source", "auto, source, target, uniform"]),
     (["strategy=finetune", "strategy.layer_decay=1.5"], ["strategy.layer_decay", "(0, 1]"]),
@@ -146,6 +154,15 @@ def test_mistakes_are_one_line_naming_the_key(args, fragments):
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message, message
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_gpu_trainer_on_a_machine_without_gpu_is_one_line(compose, monkeypatch, trainer):
+    monkeypatch.setattr("tl_lightning.config.validate.gpu_visible", lambda: False)
+    with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu but this machine has no GPU; use trainer=cpu"):
+        validate_config(compose([f"trainer={trainer}"]))
+    monkeypatch.setattr("tl_lightning.config.validate.gpu_visible", lambda: True)
+    assert validate_config(compose([f"trainer={trainer}"])).trainer.accelerator == "gpu"
 
 
 def test_scratch_cannot_start_from_a_checkpoint(compose, tmp_path):

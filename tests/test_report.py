@@ -38,3 +38,17 @@ def test_report_groups_a_hyperparameter_sweep_by_config_keys(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "| b | d | finetune | 20 | 0.001 | train | 71.0 ± 1.4 | 2 |" in text
     assert "| b | d | finetune | 20 | 0.01 | train | 62.0 ± 2.8 | 2 |" in text
+
+
+def test_report_skips_an_unreadable_summary_with_a_warning_naming_it(tmp_path, capsys):
+    for seed in range(2):
+        write(tmp_path, seed, "finetune", 20, seed, 0.7 + seed / 100)
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "summary.json").write_text('{"backbone": "b", "dataset"')  # truncated by a crash
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "summary.json").write_text('[1, 2]')  # valid JSON, not a summary
+    assert main([str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: skipping {tmp_path / '2' / 'summary.json'}" in err
+    assert f"warning: skipping {tmp_path / '3' / 'summary.json'}: not a run summary" in err
+    assert "| b | d | finetune | 20 | 70.5 ± 0.7 | 2 |" in (tmp_path / "report.md").read_text()

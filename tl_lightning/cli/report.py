@@ -18,14 +18,21 @@ from collections import defaultdict
 from pathlib import Path
 
 BASELINE_BACKBONES = ("pixels",)  # summaries of baselines outside the harness (drawn dashed)
+REQUIRED_KEYS = {"backbone", "dataset", "strategy", "samples_per_class", "seed"}
 
 
 def load_summaries(sweep_dir: Path, by=()):
     """Every summary.json under the dir; with ``by``, each gets a "by" dict of those keys of its run's config."""
     rows = []
     for path in sorted(sweep_dir.rglob("summary.json")):
-        with open(path) as fh:
-            summary = json.load(fh)
+        try:
+            with open(path) as fh:
+                summary = json.load(fh)
+            if not isinstance(summary, dict) or not REQUIRED_KEYS <= summary.keys():
+                raise ValueError(f"not a run summary (needs {', '.join(sorted(REQUIRED_KEYS))})")
+        except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+            print(f"warning: skipping {path}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            continue
         if by:
             summary["by"] = config_values(path.parent / "config_resolved.yaml", by)
         rows.append(summary)

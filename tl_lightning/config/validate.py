@@ -9,7 +9,7 @@ import dataclasses
 import os
 from typing import Iterable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tl_lightning.config import group_options, schema
@@ -91,6 +91,13 @@ def _check_values(cfg: DictConfig) -> None:
     _check_positive(cfg.data.eval_per_class, "data.eval_per_class")
     _check_positive(cfg.data.batch_size, "data.batch_size", allow_none=False)
     _check_positive(cfg.strategy.lr, "strategy.lr", allow_none=False)
+    if cfg.strategy.backbone_lr_mult < 0:
+        raise ConfigError(f"config key 'strategy.backbone_lr_mult': must be >= 0 (0: the backbone does not move), "
+                          f"got {cfg.strategy.backbone_lr_mult}")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"config key 'data.num_workers': must be >= 0 (0: load in the main process), "
+                          f"got {cfg.data.num_workers}")
+    _check_trainer(cfg.trainer)
     _check_strategy(cfg)
     _check_files(cfg)
     for key in ("val_fraction", "test_fraction"):
@@ -100,6 +107,35 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'backbone.head_dropout': must be in [0, 1), got {cfg.backbone.head_dropout}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
         raise ConfigError(f"config key 'loss.label_smoothing': must be in [0, 1), got {cfg.loss.label_smoothing}")
+
+
+PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
+              "transformer-engine", "transformer-engine-float16")
+
+
+def gpu_visible() -> bool:
+    """An NVIDIA or AMD GPU device node exists (checked without importing torch)."""
+    return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd")) or \
+        os.path.isdir("/proc/driver/nvidia/gpus") and bool(os.listdir("/proc/driver/nvidia/gpus"))
+
+
+def _check_trainer(tr: DictConfig) -> None:
+    devices = tr.devices
+    ok = devices == "auto" or devices == -1 or (isinstance(devices, int) and devices >= 1) or \
+        (isinstance(devices, str) and devices.strip("-").isdigit() and int(devices) != 0) or \
+        (isinstance(devices, (list, ListConfig)) and len(devices) > 0 and all(isinstance(d, int) and d >= 0
+                                                                               for d in devices))
+    if not ok:
+        raise ConfigError(f"config key 'trainer.devices': '{devices}' is not valid; valid: a count >= 1, -1 (all), "
+                          "auto, or a list of device ids such as [0,1]")
+    if str(tr.precision) not in PRECISIONS:
+        raise ConfigError(f"config key 'trainer.precision': '{tr.precision}' is not valid; valid: {', '.join(PRECISIONS)}")
+    if tr.max_epochs == 0 or tr.max_epochs < -1 or (tr.max_epochs == -1 and tr.max_steps <= 0 and not tr.max_time):
+        raise ConfigError(f"config key 'trainer.max_epochs': must be >= 1 (or -1 with trainer.max_steps or "
+                          f"trainer.max_time), got {tr.max_epochs}")
+    if tr.accelerator in ("gpu", "cuda") and not gpu_visible():
+        raise ConfigError(f"trainer.accelerator={tr.accelerator} but this machine has no GPU; use trainer=cpu "
+                          "(or trainer=ddp_cpu for two processes)")
 
 
 def _check_files(cfg: DictConfig) -> None:
