@@ -4,6 +4,7 @@ Only Hydra and OmegaConf are imported at module level: the config is checked
 against the schemas before torch, Lightning or any model code is imported.
 """
 
+import copy
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ from typing import List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -42,6 +44,26 @@ def _groups_help() -> str:
 OmegaConf.register_new_resolver("tl_direction", _direction, replace=True)
 OmegaConf.register_new_resolver("tl_slurm_gpus", _slurm_gpus, replace=True)
 OmegaConf.register_new_resolver("tl_config_groups", _groups_help, replace=True)
+
+
+class CheckBeforeWriting(Callback):
+    """Checks a single run's config before Hydra writes anything into its run dir (``.hydra/``, ``train.log``),
+    so a mistake aimed at an existing run dir (``hydra.run.dir=<finished run> strategy.lr=-1``) leaves it as it
+    was. The task checks again (multirun jobs are checked there only, each in its own new dir)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        cfg = copy.deepcopy(config)
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
+            cfg.hydra.runtime.output_dir = os.path.abspath(cfg.hydra.run.dir)
+        HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in paths.*; run_job sets it again
+        with open_dict(cfg):
+            del cfg["hydra"]
+        try:
+            validate_config(cfg)
+        except TLError as exc:  # Hydra turns a callback's exception into a warning and goes on: stop here
+            if os.environ.get(_TRACEBACK_ENV) == "1":
+                return  # the task's own check raises it again, with its traceback
+            exit_with(str(exc))
 
 
 def task(cfg: DictConfig) -> Optional[float]:
