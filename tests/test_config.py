@@ -163,6 +163,8 @@ def test_gpu_trainer_on_a_machine_without_gpu_is_one_line(compose, monkeypatch, 
         validate_config(compose([f"trainer={trainer}"]))
     monkeypatch.setattr("tl_lightning.config.validate.gpu_visible", lambda: True)
     assert validate_config(compose([f"trainer={trainer}"])).trainer.accelerator == "gpu"
+    for devices in ("[0,1]", "'0,1'", "-1", "auto", "3"):  # what Lightning accepts passes
+        assert validate_config(compose([f"trainer={trainer}", f"trainer.devices={devices}"]))
 
 
 def test_scratch_cannot_start_from_a_checkpoint(compose, tmp_path):

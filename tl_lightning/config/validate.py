@@ -7,6 +7,7 @@ once the module exists (``check_metric_names``): any metric it logs may be monit
 
 import dataclasses
 import os
+import sys
 from typing import Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -114,7 +115,9 @@ PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-
 
 
 def gpu_visible() -> bool:
-    """An NVIDIA or AMD GPU device node exists (checked without importing torch)."""
+    """An NVIDIA or AMD GPU device node exists, or Apple's MPS may (checked without importing torch)."""
+    if sys.platform == "darwin":  # accelerator=gpu means MPS there; torch decides
+        return True
     return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd")) or \
         os.path.isdir("/proc/driver/nvidia/gpus") and bool(os.listdir("/proc/driver/nvidia/gpus"))
 
@@ -123,6 +126,7 @@ def _check_trainer(tr: DictConfig) -> None:
     devices = tr.devices
     ok = devices == "auto" or devices == -1 or (isinstance(devices, int) and devices >= 1) or \
         (isinstance(devices, str) and devices.strip("-").isdigit() and int(devices) != 0) or \
+        (isinstance(devices, str) and "," in devices and all(d.strip().isdigit() for d in devices.split(","))) or \
         (isinstance(devices, (list, ListConfig)) and len(devices) > 0 and all(isinstance(d, int) and d >= 0
                                                                                for d in devices))
     if not ok:
