@@ -12,11 +12,10 @@ from tl_lightning.config import CONFIG_DIR
 def compose_config(overrides: Sequence[str] = (), output_dir: str = ".", validate: bool = True) -> DictConfig:
     """The config train.py would build for these overrides (validated unless asked not to), run dir = output_dir."""
     from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from tl_lightning.config.validate import validate_config
+    import tl_lightning.config.schema  # noqa: F401  registers the schemas the option files name
     from tl_lightning.errors import ConfigError, one_line
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -24,9 +23,19 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str = ".", validat
             cfg = compose("train", overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as exc:  # what train.py prints as its one line
             raise ConfigError(one_line(exc)) from None
+    return task_config(cfg, str(output_dir), validate)
+
+
+def task_config(cfg: DictConfig, output_dir: str, validate: bool = True) -> DictConfig:
+    """A config composed with its ``hydra`` node, as the task sees it: the run dir set, Hydra's node registered
+    for ``${hydra:...}`` (paths.*) and then removed, validated unless asked not to. Changes ``cfg`` in place."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from tl_lightning.config.validate import validate_config
+
     OmegaConf.set_readonly(cfg.hydra, False)
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = output_dir
         cfg.hydra.runtime.cwd = str(Path.cwd())
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):

@@ -1,6 +1,6 @@
 """The pixel baseline: multinomial logistic regression on raw pixels, on exactly a harness run's splits.
 
-    tl-pixel-baseline --out logs/budget_fashion/pixels --budgets 5,20,100,500 --seeds 0,1,2 data.eval_per_class=100
+    tl-pixel-baseline --out logs/budget_fashion/pixels --budgets 5,20,100,500 --seeds 0,1,2
     python scripts/pixel_baseline.py --out <dir> --budgets 20 --seeds 0 data=digits
 
 The data config is composed exactly as ``train.py`` composes it (same overrides), so the labelled budget, the

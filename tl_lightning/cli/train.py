@@ -52,14 +52,11 @@ class CheckBeforeWriting(Callback):
     was. The task checks again (multirun jobs are checked there only, each in its own new dir)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from tl_lightning.compose import task_config
+
         cfg = copy.deepcopy(config)
-        with read_write(cfg.hydra), open_dict(cfg.hydra):
-            cfg.hydra.runtime.output_dir = os.path.abspath(cfg.hydra.run.dir)
-        HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in paths.*; run_job sets it again
-        with open_dict(cfg):
-            del cfg["hydra"]
         try:
-            validate_config(cfg)
+            task_config(cfg, os.path.abspath(cfg.hydra.run.dir))  # run_job registers Hydra's node again later
         except TLError as exc:  # Hydra turns a callback's exception into a warning and goes on: stop here
             if os.environ.get(_TRACEBACK_ENV) == "1":
                 return  # the task's own check raises it again, with its traceback
