@@ -26,11 +26,15 @@ def write_fashion_root(root, n_train=60, n_test=20, num_classes=10, bad_label=No
     return str(root)
 
 
-def write_image_tree(root, classes=("cat", "dog"), per_class=6, size=12) -> str:
-    rng = np.random.default_rng(0)
+def write_image_tree(root, classes=("cat", "dog"), per_class=6, size=12, seed=0) -> str:
+    rng = np.random.default_rng(seed)
     for c, name in enumerate(classes):
         os.makedirs(os.path.join(root, name), exist_ok=True)
         for i in range(per_class):
             pixels = np.clip(rng.normal(60 + 120 * c, 20, (size, size, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(os.path.join(root, name, f"{i}.png"))
     return str(root)
+
+
+# the smallest file a checkpoint path check accepts (a complete zip archive, as torch.save writes)
+EMPTY_ZIP = b"PK\x05\x06" + b"\x00" * 18

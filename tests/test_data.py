@@ -88,8 +88,8 @@ def test_image_folder_split_by_seed(tmp_path):
 
 
 def test_image_folder_train_val_test_layout(tmp_path):
-    for split in ("train", "val", "test"):
-        write_image_tree(tmp_path / "ds" / split, per_class=4)
+    for seed, split in enumerate(("train", "val", "test")):
+        write_image_tree(tmp_path / "ds" / split, per_class=4, seed=seed)
     dm = setup("image_folder", root=str(tmp_path / "ds"))
     assert dm.split_info["sizes"] == {"train": 8, "val": 8, "test": 8}
 

@@ -10,6 +10,9 @@ USER_ERROR_EXIT_CODE = 2
 class TLError(Exception):
     """A user mistake: bad config, missing file, bad data. One line, exit status 2."""
 
+    exit_code = USER_ERROR_EXIT_CODE
+    label = "error"  # the word train.py prints before the message
+
 
 class ConfigError(TLError):
     """The composed configuration is invalid (unknown key, wrong type, unknown name)."""
@@ -23,6 +26,12 @@ class WeightsError(TLError):
     """Pretrained weights are missing, unreachable, or do not fit the architecture."""
 
 
+class WriteError(TLError):
+    """A file could not be written (full disk, no permission): one line, exit status 1 (not a config mistake)."""
+
+    exit_code = 1
+
+
 def unknown_name(kind: str, name: str, valid, where: str) -> ConfigError:
     """The standard 'unknown X' error: what is wrong, what is valid, where."""
     return ConfigError(f"unknown {kind} '{name}' ({where}); valid: {', '.join(sorted(valid))}")
@@ -32,12 +41,40 @@ def one_line(exc: BaseException) -> str:
     """Hydra/OmegaConf errors span several lines; keep what is wrong, what is valid and where."""
     from hydra.errors import MissingConfigException
 
-    if isinstance(exc, MissingConfigException) and exc.options:
-        first = str(exc).strip().splitlines()[0]
-        return f"{first}; valid options: {', '.join(sorted(exc.options))}"
+    from tl_lightning.config.suggest import rewrite
+
+    options = exc.options if isinstance(exc, MissingConfigException) else None
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     cause = exc.__cause__
     if cause is not None:
         cause_lines = [ln.strip() for ln in str(cause).strip().splitlines() if ln.strip()]
         lines = lines[:1] + cause_lines[:1] + lines[1:]
-    return "; ".join(ln.rstrip(".") for ln in lines[:3]) if lines else type(exc).__name__
+    text = "; ".join(ln.rstrip(".") for ln in lines[:3]) if lines else type(exc).__name__
+    return rewrite(text, options) or text
+
+
+def check_file(path: str, key: str, checkpoint: bool = False) -> None:
+    """A file the run must read: missing, or a directory where a file is expected, is one ConfigError line.
+    checkpoint=True: it must also be a complete torch zip archive (a truncated file fails here, before torch
+    is imported; torch.save has written zip archives since torch 1.6)."""
+    import os
+    import zipfile
+
+    if os.path.isdir(path):
+        raise ConfigError(f"{key}: {path} is a directory; give a file in it (e.g. {os.path.join(path, '...')})")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{key}: no such file: {path}")
+    if checkpoint and not zipfile.is_zipfile(path):
+        raise WeightsError(f"{key}: {path} is not a readable checkpoint (truncated, corrupt, or not written by "
+                           f"torch.save; {os.path.getsize(path)} bytes)")
+
+
+class Interrupted(TLError):
+    """The run stopped on Ctrl-C (exit 130) or SIGTERM (exit 143) after saving what it could."""
+
+    label = "stopped"
+
+    def __init__(self, message: str, signal_name: str, saved: str = ""):
+        super().__init__(message)
+        self.signal_name, self.saved = signal_name, saved
+        self.exit_code = 130 if signal_name == "SIGINT" else 143

@@ -8,7 +8,6 @@ A checkpoint records under ``tl_lightning``: the architecture (registry kind and
 the class names, the head's dropout, the run's config, the strategy's name and state.
 """
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -18,7 +17,7 @@ from torch import nn
 
 from tl_lightning.backbones.base import Backbone
 from tl_lightning.backbones.registry import build_backbone
-from tl_lightning.errors import ConfigError, WeightsError
+from tl_lightning.errors import ConfigError, WeightsError, check_file
 
 
 def build_head(feature_dim: int, num_classes: int, dropout: float = 0.0) -> nn.Sequential:
@@ -73,13 +72,14 @@ def read_checkpoint(path: Optional[str], key: str = "ckpt_path") -> Dict[str, An
     """A harness checkpoint as a dict (``weights_only`` load); ``key`` names the option in errors."""
     if not path:
         raise ConfigError(f"{key}: needs a checkpoint path (<run dir>/checkpoints/best.ckpt)")
-    if not os.path.isfile(path):
-        raise ConfigError(f"{key}: no such file: {path}")
+    check_file(path, key, checkpoint=True)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-        raise WeightsError(f"{key}: cannot read {path} as a checkpoint ({type(exc).__name__}: {first})") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers: runs no code
+    except Exception as exc:  # truncated, corrupt, foreign, or holding objects a weights-only load refuses
+        reason = str(exc).strip().splitlines()[0].split(". ")[0][:150] if str(exc).strip() else ""
+        if "weights_only" in reason.lower() or "Weights only" in reason:
+            reason = "it holds Python objects besides tensors and plain containers; such files are not loaded"
+        raise WeightsError(f"{key}: {path} is not a readable checkpoint ({type(exc).__name__}: {reason})") from None
     if not isinstance(ckpt, dict) or "tl_lightning" not in ckpt or "state_dict" not in ckpt:
         raise WeightsError(f"{key}: {path} is not a checkpoint written by tl-lightning "
                            "(for a plain state dict use backbone.weights=<file> with its architecture)")

@@ -3,52 +3,59 @@
 import glob
 import logging
 import os
+import signal
+import sys
+import threading
 from contextlib import contextmanager
 from typing import Dict, Optional
 
 import lightning as L
 
-from tl_lightning.errors import ConfigError
+from tl_lightning.atomic import remove_stale_temporaries
+from tl_lightning.errors import ConfigError, WeightsError, check_file
 
 log = logging.getLogger(__name__)
 
 
 def resolve_resume(resume: Optional[str], output_dir: str) -> Optional[str]:
-    """resume=null: start fresh; auto: the run dir's newest last.ckpt / hpc_ckpt_N.ckpt if any; or a path."""
+    """resume=null: start fresh; auto: the run dir's newest readable last.ckpt / hpc_ckpt_N.ckpt if any; or a path."""
     if resume is None:
         return None
     if resume == "auto":
-        # last.ckpt (every epoch, or when submitit requeues) or Lightning's hpc_ckpt_N.ckpt (its own SLURM
-        # requeue in a plain sbatch job), whichever is newer
-        candidates = [p for p in [os.path.join(output_dir, "checkpoints", "last.ckpt"),
+        # last.ckpt (every epoch, on a signal, or when submitit requeues) or Lightning's hpc_ckpt_N.ckpt (its own
+        # SLURM requeue in a plain sbatch job): the newest one that loads
+        ckpt_dir = os.path.join(output_dir, "checkpoints")
+        if os.path.isdir(ckpt_dir):
+            remove_stale_temporaries(ckpt_dir)
+        candidates = [p for p in [os.path.join(ckpt_dir, "last.ckpt"),
                                   *glob.glob(os.path.join(output_dir, "hpc_ckpt_*.ckpt"))] if os.path.isfile(p)]
-        if candidates:
-            newest = max(candidates, key=os.path.getmtime)
-            log.info("resume=auto: resuming from %s", newest)
-            return newest
+        unreadable = []
+        for path in sorted(candidates, key=os.path.getmtime, reverse=True):
+            try:
+                _check_resumable(path)
+            except WeightsError as exc:
+                log.warning("resume=auto: skipping %s", str(exc).split(": ", 1)[-1])
+                unreadable.append(path)
+                continue
+            log.info("resume=auto: resuming from %s", path)
+            return path
+        if unreadable:
+            raise WeightsError(f"resume=auto: no checkpoint in {output_dir} can be read ({', '.join(unreadable)}); "
+                               "move them away to start this run over, or resume=<path> another checkpoint")
         log.info("resume=auto: no checkpoint in %s yet; starting fresh", output_dir)
         return None
-    if not os.path.isfile(resume):
-        raise ConfigError(f"resume: no such checkpoint file: {resume} (use resume=auto or a .ckpt path)")
-    if "optimizer_states" not in _read(resume):
-        raise ConfigError(f"resume: {resume} holds weights only (best.ckpt), not the optimizer and loop state a resume "
-                          "needs; resume from that run's checkpoints/last.ckpt, or start a new run from it with "
-                          "backbone=checkpoint backbone.path=...")
+    check_file(resume, "resume")
+    _check_resumable(resume)
     return resume
 
 
-def _read(path: str) -> dict:
-    import torch
+def _check_resumable(path: str) -> None:
+    from tl_lightning.inference import read_checkpoint
 
-    from tl_lightning.errors import WeightsError
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or foreign
-        raise WeightsError(f"resume: cannot read {path} as a checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict):
-        raise WeightsError(f"resume: {path} is not a Lightning checkpoint")
-    return ckpt
+    if "optimizer_states" not in read_checkpoint(path, "resume"):
+        raise ConfigError(f"resume: {path} holds weights only (best.ckpt), not the optimizer and loop state a resume "
+                          "needs; resume from that run's checkpoints/last.ckpt, or start a new run from it with "
+                          "backbone=checkpoint backbone.path=...")
 
 
 class RunInProgress:
@@ -80,7 +87,7 @@ class RunInProgress:
         if trainer.world_size > 1:
             log.warning("requeue with %d ranks: resuming from the last epoch's last.ckpt", trainer.world_size)
             return None
-        trainer.save_checkpoint(self.last_path)
+        trainer.save_checkpoint(self.last_path, weights_only=False)
         log.info("saved %s before requeue", self.last_path)
         return self.last_path
 
@@ -98,3 +105,58 @@ class StartRecorder(L.Callback):
         self.at = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
         if trainer.global_step:
             log.info("resumed at epoch %d, global step %d", trainer.current_epoch, trainer.global_step)
+
+
+class GracefulStop(L.Callback):
+    """Ctrl-C or SIGTERM during fit: stop at the end of the current batch, save last.ckpt there (one process;
+    with several ranks the last epoch's last.ckpt is the resume point), and let ``run.train`` raise
+    ``Interrupted`` (exit 130 / 143). Lightning turns SIGTERM into ``SIGTERMException`` at a batch end itself;
+    a first Ctrl-C is deferred to the batch end here, a second one stops at once."""
+
+    def __init__(self, last_path: str):
+        self.last_path = last_path
+        self.signal_name = ""
+        self.saved = ""
+        self._sigint_pending = False
+        self._previous = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._sigint_pending:  # a second Ctrl-C: stop now, without a checkpoint of this point
+            self._restore()
+            raise KeyboardInterrupt
+        self._sigint_pending = True
+        print("\nCtrl-C: stopping after this batch and saving last.ckpt (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._sigint_pending:
+            raise KeyboardInterrupt
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        self._restore()
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal_name = "SIGINT"
+        elif isinstance(exception, SIGTERMException):
+            self.signal_name = "SIGTERM"
+        else:
+            return
+        at_batch_end = self._sigint_pending or self.signal_name == "SIGTERM"
+        if trainer.world_size == 1 and at_batch_end and trainer.training:
+            trainer.save_checkpoint(self.last_path, weights_only=False)
+            self.saved = self.last_path
+        elif os.path.isfile(self.last_path):
+            self.saved = self.last_path + " (from the last completed epoch)"

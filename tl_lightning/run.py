@@ -12,16 +12,17 @@ from typing import Any, Dict, Optional, Tuple
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from tl_lightning.atomic import AtomicCheckpointIO, atomic_write
 from tl_lightning.backbones.registry import build_backbone
 from tl_lightning.callbacks.factory import build_callbacks
 from tl_lightning.config.validate import check_metric_names
 from tl_lightning.data import build_datamodule
 from tl_lightning.data.base import batch_size_for
-from tl_lightning.errors import ConfigError
+from tl_lightning.errors import ConfigError, Interrupted
 from tl_lightning.features import FeatureDataModule, load_or_build
 from tl_lightning.loggers import build_loggers, finish_wandb
 from tl_lightning.module import TransferModule
-from tl_lightning.resume import RUN_IN_PROGRESS, StartRecorder, resolve_resume
+from tl_lightning.resume import RUN_IN_PROGRESS, GracefulStop, StartRecorder, resolve_resume
 from tl_lightning.source_eval import SourceEvaluation
 from tl_lightning.strategies import build_strategy
 from tl_lightning.summary import build_summary, scalar_metrics, strategy_summary, write_summary
@@ -71,11 +72,20 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         for logger in loggers:
             logger.log_hyperparams({**run_config, "params": counts})
         started = StartRecorder()
-        callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers)) + strategy.callbacks() + [started]
+        last_path = os.path.join(output_dir, "checkpoints", "last.ckpt")
+        stop = GracefulStop(last_path)
+        callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers)) + strategy.callbacks() + \
+            [started, stop]
         trainer = L.Trainer(**trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False,
-                            default_root_dir=output_dir, plugins=cluster_plugins())
-        with RUN_IN_PROGRESS.tracking(trainer, os.path.join(output_dir, "checkpoints", "last.ckpt")):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+                            default_root_dir=output_dir, plugins=[*cluster_plugins(), AtomicCheckpointIO()])
+        try:
+            with RUN_IN_PROGRESS.tracking(trainer, last_path):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SystemExit:  # Lightning ends a fit stopped by Ctrl-C / SIGTERM with SystemExit
+            if stop.signal_name:
+                raise Interrupted(f"{stop.signal_name} at epoch {trainer.current_epoch}, global step "
+                                  f"{trainer.global_step}", stop.signal_name, stop.saved) from None
+            raise
         fit_metrics = scalar_metrics(trainer.callback_metrics)
         strategy_info = strategy_summary(strategy)  # at the end of fit (testing loads the best checkpoint's state)
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -83,7 +93,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         if cfg.test:
             if not best_path:
                 log.warning("no best checkpoint (checkpointing is off or fit ran no validation); testing the final weights")
-            trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True)
             test_metrics = scalar_metrics(trainer.callback_metrics)
         metrics = {**fit_metrics, **test_metrics}
         source_result = source.after()
@@ -98,7 +108,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
                                 source=source_result, strategy_info=strategy_info)
         if trainer.is_global_zero:
             write_summary(output_dir, summary)
-            OmegaConf.save(cfg, os.path.join(output_dir, "config_resolved.yaml"))
+            atomic_write(os.path.join(output_dir, "config_resolved.yaml"), OmegaConf.to_yaml(cfg))
         return metrics, summary
     finally:
         finish_wandb()

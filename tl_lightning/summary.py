@@ -63,9 +63,6 @@ def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, coun
 
 
 def write_summary(output_dir: str, summary: Dict[str, Any]) -> str:
-    path = os.path.join(output_dir, "summary.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(summary, fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-    return path
+    from tl_lightning.atomic import atomic_write
+
+    return atomic_write(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=2, sort_keys=True))

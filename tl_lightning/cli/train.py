@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from tl_lightning.config import CONFIG_DIR, group_options
 from tl_lightning.config.validate import validate_config
-from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError, one_line
+from tl_lightning.errors import USER_ERROR_EXIT_CODE, Interrupted, TLError, one_line
 
 log = logging.getLogger("tl_lightning")
 _TRACEBACK_ENV = "TL_USER_FULL_ERROR"  # the user's own HYDRA_FULL_ERROR, which main() overrides
@@ -47,20 +47,74 @@ OmegaConf.register_new_resolver("tl_config_groups", _groups_help, replace=True)
 
 
 class CheckBeforeWriting(Callback):
-    """Checks a single run's config before Hydra writes anything into its run dir (``.hydra/``, ``train.log``),
-    so a mistake aimed at an existing run dir (``hydra.run.dir=<finished run> strategy.lr=-1``) leaves it as it
-    was. The task checks again (multirun jobs are checked there only, each in its own new dir)."""
+    """Checks a single run before Hydra writes anything into its run dir (``.hydra/``, ``train.log``): the config,
+    whether the dir already holds a run (only its ``resume=auto`` continuation with the same config may write
+    there, and then Hydra does not rewrite its ``.hydra/``), whether the dir can be created; then locks the dir
+    for this process. A mistake aimed at a finished run (``hydra.run.dir=<run> strategy.lr=-1``) leaves it
+    byte-identical. The task checks the config again (multirun jobs are checked there only, each in a new dir)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from tl_lightning.compose import task_config
+        from tl_lightning.rundir import check_reuse, launched_rank, lock_run_dir, make_run_dir
 
-        cfg = copy.deepcopy(config)
+        run_dir = os.path.abspath(config.hydra.run.dir)
+        asked = copy.deepcopy(config)
+        with read_write(asked), open_dict(asked):
+            del asked["hydra"]
         try:
-            task_config(cfg, os.path.abspath(cfg.hydra.run.dir))  # run_job registers Hydra's node again later
+            task_config(copy.deepcopy(config), run_dir)  # run_job registers Hydra's node again later
+            if launched_rank() > 0:  # a DDP child or a further Slurm task: rank 0 owns and has locked the dir
+                return
+            if check_reuse(run_dir, asked):
+                with read_write(config.hydra), open_dict(config.hydra):
+                    config.hydra.output_subdir = None  # resume=auto: the run's own .hydra/ stays as it was
+            make_run_dir(run_dir)
+            lock_run_dir(run_dir)
         except TLError as exc:  # Hydra turns a callback's exception into a warning and goes on: stop here
             if os.environ.get(_TRACEBACK_ENV) == "1":
-                return  # the task's own check raises it again, with its traceback
-            exit_with(str(exc))
+                raise
+            exit_with(str(exc), exc.exit_code)
+
+
+class CheckSweep(Callback):
+    """Before a multirun starts: the sweep dir can be created, and every interval of the search space (Optuna's
+    ``hydra.sweeper.params`` and sweeps on the command line) has low < high, and low > 0 on a log scale."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from tl_lightning.rundir import make_run_dir
+
+        try:
+            check_search_space(config)
+            make_run_dir(os.path.abspath(config.hydra.sweep.dir), "sweep dir")
+        except TLError as exc:
+            if os.environ.get(_TRACEBACK_ENV) == "1":
+                raise
+            exit_with(str(exc), exc.exit_code)
+
+
+def check_search_space(config: DictConfig) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
+
+    from tl_lightning.errors import ConfigError
+
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    specs = [(f"hydra.sweeper.params.{k}", f"{k}={v}") for k, v in params.items() if v is not None]
+    specs += [(o.split("=", 1)[0], o) for o in config.hydra.overrides.task]
+    parser = OverridesParser.create()
+    for where, spec in specs:
+        try:
+            value = parser.parse_override(spec).value()
+        except Exception:  # not parseable here: Hydra reports it with its own message
+            continue
+        if not isinstance(value, IntervalSweep):
+            continue
+        low, high = value.start, value.end
+        if low >= high:
+            raise ConfigError(f"{where}: interval({low}, {high}) is empty; the low end must be below the high end")
+        if "log" in value.tags and low <= 0:
+            raise ConfigError(f"{where}: a log-scale interval must start above 0, got interval({low}, {high}); "
+                              "e.g. tag(log, interval(1e-5, 1e-2))")
 
 
 def task(cfg: DictConfig) -> Optional[float]:
@@ -73,11 +127,14 @@ def task(cfg: DictConfig) -> Optional[float]:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return _run_task(cfg)
+    except Interrupted as exc:  # Ctrl-C / SIGTERM: the whole sweep stops too
+        saved = f"saved {exc.saved}; " if exc.saved else "no checkpoint yet; "
+        exit_with(f"{exc}; {saved}continue with: {resume_command()}", exc.exit_code, exc.label)
     except TLError as exc:
         if os.environ.get(_TRACEBACK_ENV) == "1":
             raise
         if not multirun:
-            exit_with(str(exc))
+            exit_with(str(exc), exc.exit_code)
         _record_failure(str(exc))
     except Exception as exc:
         if not multirun:
@@ -108,9 +165,21 @@ def _pin_job_for_ddp_children(output_dir: str) -> None:
         hydra_cfg.run.dir = output_dir
 
 
-def exit_with(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(USER_ERROR_EXIT_CODE)
+def exit_with(message: str, code: int = USER_ERROR_EXIT_CODE, label: str = "error") -> None:
+    print(f"{label}: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def resume_command() -> str:
+    """The command that continues this run (a multirun job: as a single run in the job's dir)."""
+    import shlex
+
+    hydra_cfg = HydraConfig.get()
+    keep = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") not in ("resume", "hydra.run.dir")]
+    program = os.path.basename(sys.argv[0])
+    program = f"python {program}" if program.endswith(".py") else program
+    return " ".join([program, *map(shlex.quote, keep), shlex.quote(f"hydra.run.dir={hydra_cfg.runtime.output_dir}"),
+                     "resume=auto"])
 
 
 def _run_task(cfg: DictConfig) -> Optional[float]:
@@ -121,6 +190,10 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         group = Path(hydra_cfg.sweep.dir).name
         _pin_job_for_ddp_children(output_dir)
+        from tl_lightning.rundir import launched_rank, lock_run_dir
+
+        if launched_rank() == 0:
+            lock_run_dir(output_dir)  # a job's own new dir; a requeued job may meet its earlier self here
     choice = hydra_cfg.runtime.choices.get("backbone", "")
     backbone_choice = f"backbone={choice}" + (f" backbone.name={cfg.backbone.name}" if choice == "timm" else "")
 
@@ -146,10 +219,12 @@ def main() -> None:
     hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")(task)
     try:
         hydra_main()
+    except KeyboardInterrupt:  # Ctrl-C before training started (fit itself stops gracefully)
+        exit_with("interrupted (SIGINT) outside training; files written before are unchanged", 130, "stopped")
     except (TLError, HydraException, OmegaConfBaseException) as exc:
         if os.environ.get(_TRACEBACK_ENV) == "1":
             raise
-        exit_with(one_line(exc))
+        exit_with(one_line(exc), getattr(exc, "exit_code", USER_ERROR_EXIT_CODE))
     if FAILED_JOBS:
         print(f"error: {len(FAILED_JOBS)} job(s) of the sweep failed (see failed.json in their dirs):", file=sys.stderr)
         for line in FAILED_JOBS:

@@ -288,6 +288,9 @@ class TrainConf:
     test: bool = True  # test the best checkpoint after fit
     tags: List[str] = field(default_factory=list)
     resume: Optional[str] = None  # null | auto (<run dir>/checkpoints/last.ckpt if present) | a .ckpt path
+    # resume=auto into a run dir refuses a config that differs from the one the dir was started with (the keys
+    # of tl_lightning.rundir.RESUME_MAY_DIFFER aside); false: continue with the new values, with a warning
+    resume_strict: bool = True
 
 
 BN_POLICIES = ("train", "freeze_stats", "freeze")

@@ -14,13 +14,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tl_lightning.config import group_options, schema
-from tl_lightning.errors import ConfigError, unknown_name
+from tl_lightning.errors import ConfigError, check_file, unknown_name
 
 
 def _describe(exc: OmegaConfBaseException) -> str:
+    from tl_lightning.config.suggest import rewrite
+
     key = getattr(exc, "full_key", None)
     msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]
-    return f"config key '{key}': {msg}" if key else msg
+    text = f"config key '{key}': {msg}" if key else msg
+    return rewrite(text) or text
 
 
 def validate_config(cfg: DictConfig) -> DictConfig:
@@ -147,12 +150,26 @@ def _check_files(cfg: DictConfig) -> None:
     if cfg.backbone.kind == "checkpoint":
         if not cfg.backbone.path:
             raise ConfigError("backbone=checkpoint needs backbone.path=<run dir>/checkpoints/best.ckpt")
-        if not os.path.isfile(cfg.backbone.path):
-            raise ConfigError(f"backbone.path: no such file: {cfg.backbone.path}")
+        check_file(cfg.backbone.path, "backbone.path", checkpoint=True)
         if cfg.strategy.name == "scratch":
             raise ConfigError("strategy=scratch starts from random weights; it cannot start from backbone=checkpoint")
-    if cfg.resume not in (None, "auto") and not os.path.isfile(cfg.resume):
-        raise ConfigError(f"resume: no such checkpoint file: {cfg.resume} (use resume=auto or a .ckpt path)")
+    if cfg.backbone.get("weights"):
+        check_file(cfg.backbone.weights, "backbone.weights")
+    if cfg.resume not in (None, "auto"):
+        if os.path.isdir(cfg.resume):
+            raise ConfigError(f"resume: {cfg.resume} is a directory; give its checkpoints/last.ckpt, or continue that "
+                              f"run with resume=auto hydra.run.dir={cfg.resume}")
+        if not os.path.exists(cfg.resume):
+            raise ConfigError(f"resume: no such checkpoint file: {cfg.resume} (use resume=auto or a .ckpt path)")
+        check_file(cfg.resume, "resume", checkpoint=True)
+    root = cfg.data.get("root")
+    if cfg.data.name == "image_folder" and not root:
+        raise ConfigError("data=image_folder needs data.root=<folder of class subfolders, or of train/ val/ test/>")
+    if root and not cfg.data.get("download", False) and not os.path.isdir(root):
+        what = "is a file, not a directory" if os.path.exists(root) else "no such directory"
+        hint = "" if cfg.data.name == "image_folder" or "download" not in cfg.data else \
+            "; data.download=true creates it and downloads the data (needs internet)"
+        raise ConfigError(f"data.root: {root}: {what} (data={cfg.data.name}){hint}")
 
 
 def _check_strategy(cfg: DictConfig) -> None:

@@ -4,6 +4,7 @@ Subclasses provide raw samples (``load``); the backbone's preprocessing turns th
 (transforms for train and eval, and a collate), so no datamodule writes a normalisation of its own.
 """
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -13,8 +14,17 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from tl_lightning.data.sources import SplitDataset, class_counts
-from tl_lightning.data.splits import check_labels, fingerprint, label_map_for, per_class_subset, stratified_split
+from tl_lightning.data.splits import (
+    check_labels,
+    duplicate_free,
+    fingerprint,
+    label_map_for,
+    per_class_subset,
+    stratified_split,
+)
 from tl_lightning.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,9 +72,12 @@ class TransferDataModule(L.LightningDataModule):
             if part is not None:
                 check_labels(part.targets, len(raw.class_names), part.origin)
         label_map, self.class_names, kept = label_map_for(cfg.classes, raw.class_names, f"data={self.name}")
+        unique, duplicates = duplicate_free([raw.train, raw.val, raw.test], log)
+        keep = {id(src): mask for src, mask in zip((raw.train, raw.val, raw.test), unique) if mask is not None}
 
         def kept_indices(source):
-            return np.flatnonzero(label_map[source.targets] >= 0)
+            wanted = label_map[source.targets] >= 0
+            return np.flatnonzero(wanted & keep[id(source)] if id(source) in keep else wanted)
 
         def labels(source, idx):
             return label_map[source.targets[idx]]
@@ -72,13 +85,15 @@ class TransferDataModule(L.LightningDataModule):
         pool = kept_indices(raw.train)
         test_source, test_idx = raw.test, None
         if raw.test is None:
-            pool, test_idx = stratified_split(pool, labels(raw.train, pool), cfg.test_fraction, cfg.seed, "test")
+            pool, test_idx = stratified_split(pool, labels(raw.train, pool), cfg.test_fraction, cfg.seed, "test",
+                                              self.class_names)
             test_source = raw.train
         else:
             test_idx = kept_indices(raw.test)
         val_source, val_idx = raw.val, None
         if raw.val is None:
-            pool, val_idx = stratified_split(pool, labels(raw.train, pool), cfg.val_fraction, cfg.seed + 1, "val")
+            pool, val_idx = stratified_split(pool, labels(raw.train, pool), cfg.val_fraction, cfg.seed + 1, "val",
+                                             self.class_names)
             val_source = raw.train
         else:
             val_idx = kept_indices(raw.val)
@@ -110,6 +125,8 @@ class TransferDataModule(L.LightningDataModule):
             "class_counts": {k: class_counts(v.targets, self.num_classes) for k, v in self.datasets.items()},
             "fingerprint": fingerprint(train_idx, val_idx, test_idx),
         }
+        if duplicates["removed"] or any(m is not None for m in unique):
+            self.split_info["duplicates"] = duplicates  # only sources that can be checked (files) report it
 
     @property
     def train_is_deterministic(self) -> bool:

@@ -1,5 +1,6 @@
 """A folder of images, one subfolder per class; or train/ val/ test/ subfolders of that layout."""
 
+import logging
 import os
 from typing import List, Optional, Tuple
 
@@ -9,32 +10,67 @@ from tl_lightning.data.base import RawData, TransferDataModule
 from tl_lightning.data.sources import FileSource
 from tl_lightning.errors import DataError
 
+log = logging.getLogger(__name__)
 SPLIT_DIRS = ("train", "val", "test")
 
 
 def _class_dirs(root: str) -> List[str]:
-    return sorted(d for d in os.listdir(root) if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
+    """Subfolders of root that are classes. A symlink resolving into the tree (root itself, or another class
+    folder) is skipped with a warning: it would make a class twice, or a class of everything."""
+    real_root = os.path.realpath(root)
+    names, seen = [], {}
+    for d in sorted(os.listdir(root)):
+        path = os.path.join(root, d)
+        if d.startswith(".") or not os.path.isdir(path):
+            continue
+        real = os.path.realpath(path)
+        if os.path.islink(path) and (real == real_root or real in seen or real_root.startswith(real + os.sep)):
+            log.warning("%s: skipping %s, a link to %s inside the same tree", root, d, real)
+            continue
+        seen[real] = d
+        names.append(d)
+    return names
+
+
+def _images_under(folder: str, visited: set) -> List[str]:
+    """Image files under folder, following directory links but never into a folder already walked (a link loop,
+    or a link into another class)."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            log.warning("skipping %s: its folder %s is already part of the dataset", dirpath, real)
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        dirnames.sort()
+        for fname in sorted(filenames):
+            if fname.startswith("."):
+                continue
+            path = os.path.join(dirpath, fname)
+            if not fname.lower().endswith(IMG_EXTENSIONS):
+                raise DataError(f"not an image file: {path} (image extensions: {', '.join(IMG_EXTENSIONS)})")
+            files.append(path)
+    return files
 
 
 def scan_class_folders(root: str, class_names: Optional[List[str]] = None) -> Tuple[FileSource, List[str]]:
-    """List every image under root/<class>/, refusing empty classes and non-image files."""
+    """List every image under root/<class>/, refusing empty classes, non-image files and fewer than 2 classes."""
     names = class_names or _class_dirs(root)
     if not names:
         raise DataError(f"data.root: {root} has no class subfolders (expected {root}/<class>/<image>)")
+    if len(names) < 2:
+        only = os.path.join(root, names[0])
+        inner = _class_dirs(only)
+        hint = f"; it looks one level too high: data.root={only} has {len(inner)} subfolders" if len(inner) >= 2 else ""
+        raise DataError(f"data.root: {root} has one class folder ('{names[0]}'); a classifier needs at least 2{hint}")
     paths, targets = [], []
+    visited = {os.path.realpath(root)}  # a link back to the root is not walked again
     for label, name in enumerate(names):
         folder = os.path.join(root, name)
         if not os.path.isdir(folder):
             raise DataError(f"{root}: class folder '{name}' is missing (classes come from {SPLIT_DIRS[0]}/)")
-        files = []
-        for dirpath, _, filenames in sorted(os.walk(folder)):
-            for fname in sorted(filenames):
-                if fname.startswith("."):
-                    continue
-                path = os.path.join(dirpath, fname)
-                if not fname.lower().endswith(IMG_EXTENSIONS):
-                    raise DataError(f"not an image file: {path} (image extensions: {', '.join(IMG_EXTENSIONS)})")
-                files.append(path)
+        files = _images_under(folder, visited)
         if not files:
             raise DataError(f"class folder {folder} has no images")
         paths += files

@@ -8,8 +8,19 @@ from sklearn.model_selection import train_test_split
 from tl_lightning.errors import DataError
 
 
-def stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int, what: str) -> Tuple[np.ndarray, np.ndarray]:
+def stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int, what: str,
+                     class_names: Sequence[str] = ()) -> Tuple[np.ndarray, np.ndarray]:
     """Split ``indices`` into (rest, held_out) with ``fraction`` held out in every class."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    present = counts[counts > 0]
+    n_held = int(np.ceil(fraction * len(indices)))
+    if len(present) and (present.min() < 2 or n_held < len(present) or len(indices) - n_held < len(present)):
+        c = int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))
+        name = class_names[c] if c < len(class_names) else str(c)
+        need = max(2, int(np.ceil(1 / fraction)))
+        raise DataError(f"cannot split off the {what} set ({fraction:.0%} of each class): class '{name}' has "
+                        f"{counts[c]} sample(s) ({len(present)} classes, {len(indices)} samples in all); about {need} "
+                        f"per class are needed; add samples, change data.{what}_fraction, or leave the class out with data.classes")
     try:
         rest, held = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
     except ValueError as exc:
@@ -54,7 +65,11 @@ def label_map_for(classes: Optional[Sequence], class_names: Sequence[str], origi
             if not 0 <= c < n:
                 raise DataError(f"data.classes: {c} is out of range for {origin}; valid ids 0..{n - 1}")
             kept.append(c)
-    if len(set(kept)) != len(kept) or len(kept) < 2:
+    repeated = sorted({class_names[k] for k in kept if kept.count(k) > 1})
+    if repeated:
+        raise DataError(f"data.classes names {', '.join(repr(r) for r in repeated)} more than once "
+                        f"(data.classes={list(classes)}); list each class once")
+    if len(kept) < 2:
         raise DataError(f"data.classes must name at least 2 distinct classes, got {list(classes)}")
     mapping = np.full(n, -1, dtype=np.int64)
     mapping[kept] = np.arange(len(kept))
@@ -78,3 +93,44 @@ def fingerprint(*arrays: np.ndarray) -> str:
         h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
         h.update(b"|")
     return h.hexdigest()[:12]
+
+
+def duplicate_free(sources: Sequence, log) -> Tuple[List[Optional[np.ndarray]], dict]:
+    """Exact duplicates (same bytes) across and within sources with ``content_keys`` (files): one copy is kept,
+    the first in the order test, val, train, so no sample sits in two splits. Copies under different labels are
+    all dropped (their label is ambiguous). Returns per source a mask of samples to keep (None: nothing to
+    check) and a summary for summary.json."""
+    masks: List[Optional[np.ndarray]] = [None] * len(sources)
+    first: dict = {}  # key -> (source position, index, label)
+    conflicting: set = set()
+    removed, examples = 0, []
+    order = sorted(range(len(sources)), key=lambda k: -k)  # test, val, train
+    keyed = {}
+    for k in order:
+        src = sources[k]
+        if src is None or not hasattr(src, "content_keys"):
+            continue
+        keyed[k] = src.content_keys()
+        masks[k] = np.ones(len(src), dtype=bool)
+        for i, key in enumerate(keyed[k]):
+            if key is None:
+                continue
+            if key not in first:
+                first[key] = (k, i, int(src.targets[i]))
+                continue
+            masks[k][i] = False
+            removed += 1
+            fk, fi, label = first[key]
+            if label != int(src.targets[i]):
+                conflicting.add(key)
+            if len(examples) < 3:
+                examples.append(f"{src.name(i)} = {sources[fk].name(fi)}")
+    for key in conflicting:  # drop the kept copy too
+        fk, fi, _ = first[key]
+        masks[fk][fi] = False
+        removed += 1
+    info = {"removed": removed, "conflicting_labels": len(conflicting), "examples": examples}
+    if removed:
+        log.warning("%d exact duplicate file(s) dropped (%d with conflicting labels, all copies dropped), e.g. %s",
+                    removed, len(conflicting), "; ".join(examples))
+    return masks, info

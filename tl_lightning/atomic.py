@@ -1,0 +1,81 @@
+"""Atomic file writes: write a temporary file next to the target, fsync it, rename it over the target, fsync the
+folder. A crash, a kill or a full disk leaves the previous file, never a truncated one. Checkpoints go through
+``AtomicCheckpointIO``; summary.json and config_resolved.yaml through ``atomic_write``."""
+
+import errno
+import glob
+import io
+import logging
+import os
+from typing import Any, Callable, Optional, Union
+
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from tl_lightning.errors import WriteError
+
+log = logging.getLogger(__name__)
+TMP_MARK = ".tmp-"
+
+
+def write_error(path: str, exc: OSError) -> WriteError:
+    """One line for a failed write: the path, the reason and the free space left on its filesystem."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        free = f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+    return WriteError(f"cannot write {path}: {what} ({free}); the previous file there, if any, is unchanged")
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: Union[bytes, str, memoryview]) -> str:
+    """Replace ``path`` with ``data`` atomically (see the module doc); a failed write raises WriteError."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}{TMP_MARK}{os.getpid()}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(folder)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise write_error(path, exc) from None
+    return path
+
+
+def remove_stale_temporaries(folder: str) -> None:
+    """Delete the temporaries of writes that were killed half-way (the run dir is locked: none is in progress)."""
+    for path in glob.glob(os.path.join(folder, f".*{TMP_MARK}*")):
+        log.info("removing %s, left by an interrupted write", path)
+        os.unlink(path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with atomic saves in the checkpoint's own folder (Lightning's default writes
+    through a temporary file in /tmp and moves it, which is not atomic across filesystems), and loads that
+    accept only tensors and plain containers (``weights_only=True``)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options: Optional[Any] = None) -> None:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write(str(path), buffer.getbuffer())
+
+    def load_checkpoint(self, path, map_location: Optional[Callable] = lambda storage, loc: storage,
+                        weights_only: Optional[bool] = None) -> dict:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
