@@ -1,6 +1,5 @@
 """Resume and requeue: which checkpoint a run continues from, and the run a Slurm requeue saves."""
 
-import glob
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ import lightning as L
 
 from tl_lightning.atomic import remove_stale_temporaries
 from tl_lightning.errors import ConfigError, WeightsError, check_file
+from tl_lightning.rundir import resume_candidates
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +22,10 @@ def resolve_resume(resume: Optional[str], output_dir: str) -> Optional[str]:
     if resume is None:
         return None
     if resume == "auto":
-        # last.ckpt (every epoch, on a signal, or when submitit requeues) or Lightning's hpc_ckpt_N.ckpt (its own
-        # SLURM requeue in a plain sbatch job): the newest one that loads
         ckpt_dir = os.path.join(output_dir, "checkpoints")
         if os.path.isdir(ckpt_dir):
             remove_stale_temporaries(ckpt_dir)
-        candidates = [p for p in [os.path.join(ckpt_dir, "last.ckpt"),
-                                  *glob.glob(os.path.join(output_dir, "hpc_ckpt_*.ckpt"))] if os.path.isfile(p)]
+        candidates = resume_candidates(output_dir)  # the newest one that loads
         unreadable = []
         for path in sorted(candidates, key=os.path.getmtime, reverse=True):
             try:

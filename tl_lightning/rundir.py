@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from tl_lightning.errors import ConfigError
+from tl_lightning.errors import ConfigError, WeightsError
 
 LOCK_NAME = ".lock"
 # keys that may differ between a run and its resume=auto continuation: where and how it logs and loads,
@@ -83,6 +83,7 @@ def check_reuse(run_dir: str, task_cfg: DictConfig) -> bool:
     except Exception as exc:  # a damaged file: say so instead of guessing
         raise ConfigError(f"resume=auto: cannot read {saved} ({type(exc).__name__}); add resume_strict=false to "
                           "continue without comparing configs") from None
+    check_resumable(run_dir)
     differ = config_differences(recorded, OmegaConf.to_container(task_cfg, resolve=False))
     shown = "; ".join(differ[:4]) + (f"; and {len(differ) - 4} more" if len(differ) > 4 else "")
     if differ and not task_cfg.get("resume_strict", True):
@@ -92,6 +93,25 @@ def check_reuse(run_dir: str, task_cfg: DictConfig) -> bool:
         raise ConfigError(f"resume=auto: the config differs from the one {run_dir} was started with ({shown}); "
                           "drop those overrides, or add resume_strict=false to continue with the new values")
     return True
+
+
+def resume_candidates(run_dir: str) -> List[str]:
+    """The checkpoints ``resume=auto`` may continue from: last.ckpt (every epoch, on a signal, or when submitit
+    requeues) and Lightning's hpc_ckpt_N.ckpt (its own SLURM requeue in a plain sbatch job)."""
+    import glob
+
+    return [p for p in [os.path.join(run_dir, "checkpoints", "last.ckpt"),
+                        *glob.glob(os.path.join(run_dir, "hpc_ckpt_*.ckpt"))] if os.path.isfile(p)]
+
+
+def check_resumable(run_dir: str) -> None:
+    """resume=auto in a dir whose checkpoints are all truncated (not complete zip archives): one line at start-up."""
+    import zipfile
+
+    found = resume_candidates(run_dir)
+    if found and not any(zipfile.is_zipfile(p) for p in found):
+        raise WeightsError(f"resume=auto: no checkpoint in {run_dir} can be read ({', '.join(found)}: truncated or "
+                           "corrupt); move them away to start this run over, or resume=<path> another checkpoint")
 
 
 def make_run_dir(run_dir: str, what: str = "run dir") -> None:

@@ -45,22 +45,27 @@ class FileSource:
         except (OSError, UnidentifiedImageError, SyntaxError) as exc:
             raise DataError(f"cannot read image {path}: {exc}") from None
 
-    def content_keys(self) -> List[Optional[str]]:
-        """A digest of each file's bytes, for files whose size another file shares (None for the others: a file
-        of a unique size has no exact duplicate), so finding duplicates reads only the candidates."""
-        import hashlib
+    def content_sizes(self) -> List[int]:
         import os
-        from collections import Counter
 
-        sizes = [os.path.getsize(p) for p in self.paths]
-        shared = Counter(sizes)
+        return [os.path.getsize(p) for p in self.paths]
+
+    def content_keys(self, shared_sizes) -> List[Optional[str]]:
+        """A digest of each file's bytes where its size is shared with another file (``shared_sizes``: size ->
+        count over every source), None for the rest: a file of a unique size has no exact duplicate, so finding
+        duplicates reads only the candidates."""
+        import hashlib
+
         keys: List[Optional[str]] = []
-        for path, size in zip(self.paths, sizes):
-            if shared[size] < 2:
+        for path, size in zip(self.paths, self.content_sizes()):
+            if shared_sizes[size] < 2:
                 keys.append(None)
                 continue
+            digest = hashlib.sha1()
             with open(path, "rb") as fh:
-                keys.append(f"{size}:{hashlib.file_digest(fh, 'sha1').hexdigest()}")
+                for block in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023 (fh is the file of this iteration)
+                    digest.update(block)
+            keys.append(f"{size}:{digest.hexdigest()}")
         return keys
 
     def name(self, i: int) -> str:

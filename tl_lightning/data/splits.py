@@ -104,15 +104,14 @@ def duplicate_free(sources: Sequence, log) -> Tuple[List[Optional[np.ndarray]], 
     first: dict = {}  # key -> (source position, index, label)
     conflicting: set = set()
     removed, examples = 0, []
-    order = sorted(range(len(sources)), key=lambda k: -k)  # test, val, train
-    keyed = {}
-    for k in order:
+    from collections import Counter
+
+    checkable = [k for k in range(len(sources)) if sources[k] is not None and hasattr(sources[k], "content_keys")]
+    sizes = Counter(size for k in checkable for size in sources[k].content_sizes())
+    for k in sorted(checkable, reverse=True):  # test, val, train: the first copy met is kept
         src = sources[k]
-        if src is None or not hasattr(src, "content_keys"):
-            continue
-        keyed[k] = src.content_keys()
         masks[k] = np.ones(len(src), dtype=bool)
-        for i, key in enumerate(keyed[k]):
+        for i, key in enumerate(src.content_keys(sizes)):
             if key is None:
                 continue
             if key not in first:
