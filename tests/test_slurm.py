@@ -117,6 +117,15 @@ def test_resource_mismatch_is_refused_before_submission(tmp_path, args, fragment
     assert not (tmp_path / ".submitit").exists(), "nothing was submitted"
 
 
+def test_a_request_no_node_fits_is_refused_before_submission(slurm, tmp_path):
+    """The launcher's default cpus_per_task (4) on this cluster's 2-CPU node would stay pending forever."""
+    nproc = os.cpu_count()
+    proc = run_multirun([a for a in SMALL if "cpus_per_task" not in a] + [f"hydra.launcher.cpus_per_task={2 * nproc}"],
+                        tmp_path)
+    assert_user_error(proc, f"asks for {2 * nproc} CPUs", f"have at most {nproc} CPUs", "cpus_per_task")
+    assert not (tmp_path / ".submitit").exists(), "nothing was submitted"
+
+
 def test_plain_sbatch_script_runs_ddp_with_one_task_per_device(slurm, tmp_path):
     """scripts/slurm_sbatch.sh: srun starts 2 tasks, Lightning uses them as the 2 DDP ranks (gloo)."""
     run = tmp_path / "run"

@@ -46,6 +46,16 @@ OmegaConf.register_new_resolver("tl_slurm_gpus", _slurm_gpus, replace=True)
 OmegaConf.register_new_resolver("tl_config_groups", _groups_help, replace=True)
 
 
+def _stop_in_callback(exc: TLError) -> None:
+    """Exit from a Hydra callback (an exception there would only become a warning), with the traceback when
+    HYDRA_FULL_ERROR=1 asked for it."""
+    if os.environ.get(_TRACEBACK_ENV) == "1":
+        import traceback
+
+        traceback.print_exc()
+    exit_with(str(exc), exc.exit_code)
+
+
 class CheckBeforeWriting(Callback):
     """Checks a single run before Hydra writes anything into its run dir (``.hydra/``, ``train.log``): the config,
     whether the dir already holds a run (only its ``resume=auto`` continuation with the same config may write
@@ -71,9 +81,7 @@ class CheckBeforeWriting(Callback):
             make_run_dir(run_dir)
             lock_run_dir(run_dir)
         except TLError as exc:  # Hydra turns a callback's exception into a warning and goes on: stop here
-            if os.environ.get(_TRACEBACK_ENV) == "1":
-                raise
-            exit_with(str(exc), exc.exit_code)
+            _stop_in_callback(exc)
 
 
 class CheckSweep(Callback):
@@ -87,9 +95,7 @@ class CheckSweep(Callback):
             check_search_space(config)
             make_run_dir(os.path.abspath(config.hydra.sweep.dir), "sweep dir")
         except TLError as exc:
-            if os.environ.get(_TRACEBACK_ENV) == "1":
-                raise
-            exit_with(str(exc), exc.exit_code)
+            _stop_in_callback(exc)
 
 
 def check_search_space(config: DictConfig) -> None:
