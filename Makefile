@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml scripts/constraints.txt
 
 data:
 	@bash scripts/install_fashion_mnist.sh
+	@bash scripts/install_fortunes.sh
 
 # a one-node Slurm cluster for the Slurm tests (needs root); without it those tests skip and say why
 slurm:

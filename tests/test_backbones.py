@@ -93,7 +93,7 @@ def test_prefetch_entry_point_reports_cached_weights_and_refuses_offline(tmp_pat
     torch.save(torchvision.models.resnet18().state_dict(), cache / "resnet18-f37072fd.pth")
     assert main(["backbone=resnet18"]) == 0
     assert "cached: resnet18 (11,176,512 parameters)" in capsys.readouterr().out
-    assert main(["backbone=resnet51"]) == 2 and "backbone/resnet51" in capsys.readouterr().err
+    assert main(["backbone=resnet51"]) == 2 and "backbone=resnet51" in capsys.readouterr().err
 
 
 def test_timm_weights_read_from_hugging_face_cache(tmp_path, monkeypatch):

@@ -17,10 +17,16 @@ OPTIONS = group_options()
 def test_every_data_option_validates_with_its_schema(compose, data):
     # a data.root must exist at start-up (unless data.download=true): the torchvision sets' default is ./data
     over = [f"data={data}"] + (["data.root=/tmp"] if data in ("image_folder", "cifar10", "cifar100", "flowers102",
-                                                               "food101", "oxford_iiit_pet") else [])
+                                                               "food101", "oxford_iiit_pet", "text_folder") else [])
+    if data == "text_csv":  # its file must exist
+        over.append(f"data.path={__file__}")
     cfg = validate_config(compose(over))
     assert cfg.data.name == data
-    assert OmegaConf.get_type(cfg.data) is (schema.SyntheticDataConf if data == "synthetic" else schema.ImageDataConf)
+    expected = {"synthetic": schema.SyntheticDataConf, "fortunes": schema.FortunesDataConf, "text_csv": schema.TextCsvDataConf,
+                "text_folder": schema.TextDataConf, "synthetic_text": schema.SyntheticTextDataConf}
+    assert OmegaConf.get_type(cfg.data) is expected.get(data, schema.ImageDataConf)
+    # text data brings its default text backbone (an override in the data option's defaults list)
+    assert cfg.backbone.kind == ("minilm" if expected.get(data) and data != "synthetic" else "efficientnet_lite0")
 
 
 @pytest.mark.parametrize("backbone", OPTIONS["backbone"])
@@ -28,6 +34,8 @@ def test_every_backbone_option_validates(compose, backbone, tmp_path):
     from tl_lightning.backbones.registry import BUILDERS
 
     over = [f"backbone={backbone}"] + (["backbone.name=resnet18"] if backbone == "timm" else [])
+    if backbone in ("hf", "minilm"):  # text backbones take text data
+        over += ["data=fortunes"] + (["backbone.name=distilbert-base-uncased"] if backbone == "hf" else [])
     if backbone == "checkpoint":  # validation checks that the file exists
         (tmp_path / "best.ckpt").write_bytes(EMPTY_ZIP)
         over.append(f"backbone.path={tmp_path / 'best.ckpt'}")

@@ -47,7 +47,7 @@ def test_pixel_baseline_refuses_images_of_different_sizes(tmp_path, capsys):
     for cls, sizes in (("a", (8, 8, 8, 9)), ("b", (8, 8, 8, 8))):
         (root / cls).mkdir(parents=True)
         for k, size in enumerate(sizes):
-            Image.new("RGB", (size, size), (40 * k, 0, 0)).save(root / cls / f"{k}.png")
+            Image.new("RGB", (size, size), (40 * k, 100 * (cls == "b"), 0)).save(root / cls / f"{k}.png")  # all distinct
     args = ["--out", str(tmp_path / "out"), "data=image_folder", f"data.root={root}", "data.val_fraction=0.25",
             "data.test_fraction=0.25"]
     assert main(args) == 2

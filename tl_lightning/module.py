@@ -84,11 +84,12 @@ class TransferModule(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
-    def _eval_step(self, batch, metrics: StageMetrics) -> None:
+    def _eval_step(self, batch, metrics: StageMetrics) -> torch.Tensor:
         logits = self(batch["inputs"])
         self.log(f"{metrics.stage}/loss", self.criterion(logits, batch["target"]), on_epoch=True, sync_dist=True,
                  prog_bar=True)
         metrics.update(logits, batch["target"])
+        return logits.detach()  # callbacks may look at the predictions (misclassified examples)
 
     def _eval_epoch_end(self, metrics: StageMetrics) -> None:
         self.log_dict(metrics.scalars.compute(), sync_dist=False, prog_bar=True)
@@ -98,7 +99,7 @@ class TransferModule(L.LightningModule):
         metrics.reset()
 
     def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, self.val_metrics)
+        return self._eval_step(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end(self.val_metrics)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tl_lightning.atomic import AtomicCheckpointIO, atomic_write
 from tl_lightning.backbones.registry import build_backbone
 from tl_lightning.callbacks.factory import build_callbacks
+from tl_lightning.callbacks.misclassified import MisclassifiedExamples
 from tl_lightning.config.validate import check_metric_names
 from tl_lightning.data import build_datamodule
 from tl_lightning.data.base import batch_size_for
@@ -43,6 +44,9 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     backbone = build_backbone(cfg.backbone, pretrained=pretrained, choice=backbone_choice,
                               image_size=cfg.data.get("image_size"))
     datamodule = build_datamodule(cfg.data, backbone.preprocessing, cfg.paths.data_dir)
+    text_data = datamodule.modality == "text"
+    if text_data:
+        datamodule.cache_dir = cfg.paths.cache_dir  # tokenised splits are cached there
     datamodule.setup("fit")
     strategy.source, strategy.datamodule, strategy.data_dir = backbone.source_task, datamodule, cfg.paths.data_dir
     ckpt_path = resolve_resume(cfg.resume, output_dir)
@@ -76,6 +80,8 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         stop = GracefulStop(last_path)
         callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers)) + strategy.callbacks() + \
             [started, stop]
+        if text_data:
+            callbacks.append(MisclassifiedExamples(output_dir))
         trainer = L.Trainer(**trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False,
                             default_root_dir=output_dir, plugins=[*cluster_plugins(), AtomicCheckpointIO()])
         try:

@@ -14,7 +14,10 @@ BUILDERS = {
     "timm": "tl_lightning.backbones.timm_backbones:build_timm",
     "efficientnet_lite0": "tl_lightning.backbones.timm_backbones:build_efficientnet_lite0",
     "checkpoint": "tl_lightning.backbones.checkpoint:build_from_checkpoint",
+    "hf": "tl_lightning.backbones.text_backbones:build_hf",
+    "minilm": "tl_lightning.backbones.text_backbones:build_minilm",
 }
+TEXT_KINDS = ("hf", "minilm")  # the others take images (checkpoint: whatever its recorded architecture takes)
 
 
 def build_backbone(cfg, pretrained: bool, choice: str = "", image_size: Optional[int] = None):
@@ -27,7 +30,7 @@ def build_backbone(cfg, pretrained: bool, choice: str = "", image_size: Optional
     if cfg.kind not in BUILDERS:
         raise unknown_name("backbone kind", cfg.kind, BUILDERS, "backbone.kind")
     if not choice:
-        choice = f"backbone=timm backbone.name={cfg.name}" if cfg.kind == "timm" else f"backbone={cfg.name}"
+        choice = f"backbone={cfg.kind} backbone.name={cfg.name}" if cfg.kind in ("timm", "hf") else f"backbone={cfg.name}"
     module, function = BUILDERS[cfg.kind].split(":")
     backbone = getattr(importlib.import_module(module), function)(cfg, choice, pretrained, image_size)
     backbone.arch = backbone.arch or {"kind": cfg.kind, "name": cfg.name}  # checkpoint: its recorded one

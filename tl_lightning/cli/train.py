@@ -201,7 +201,7 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
         if launched_rank() == 0:
             lock_run_dir(output_dir)  # a job's own new dir; a requeued job may meet its earlier self here
     choice = hydra_cfg.runtime.choices.get("backbone", "")
-    backbone_choice = f"backbone={choice}" + (f" backbone.name={cfg.backbone.name}" if choice == "timm" else "")
+    backbone_choice = f"backbone={choice}" + (f" backbone.name={cfg.backbone.name}" if choice in ("timm", "hf") else "")
 
     from tl_lightning.run import train  # heavy imports only after the config is known to be valid
 

@@ -16,12 +16,16 @@ from omegaconf import MISSING
 
 @dataclass
 class BackboneConf:
-    kind: str = MISSING  # a backbone registry kind: torchvision | timm | efficientnet_lite0 | checkpoint
+    kind: str = MISSING  # a backbone registry kind: torchvision | timm | efficientnet_lite0 | hf | minilm | checkpoint
     name: str = MISSING  # architecture name inside that kind
     pretrained: bool = True
     weights: Optional[str] = None  # a state-dict file to load instead of the published weights
     path: Optional[str] = None  # kind=checkpoint: a checkpoint of this harness (<run dir>/checkpoints/best.ckpt)
     head_dropout: float = 0.0
+    # text backbones (kind=hf|minilm) only:
+    max_length: Optional[int] = None  # tokens per text (special tokens included); null: min(128, the model's limit)
+    pooling: str = "mean"  # mean (over the attention mask) | cls (the first token's hidden state)
+    truncation: str = "head"  # head (keep the start) | head_tail (keep the first quarter and the last three quarters)
 
 
 @dataclass
@@ -60,6 +64,40 @@ class SyntheticDataConf(ImageDataConf):
     per_class: int = 60
     native_size: int = 32  # size of the generated images
     channels: int = 3
+
+
+@dataclass
+class TextDataConf(DataConf):
+    """Text datasets: the backbone's preprocessing tokenises (no augmentation); training batches are grouped by
+    length (bucketing) and padded to their longest text."""
+
+    batch_size: int = 32
+    bucketing: bool = True
+
+
+FORTUNE_TOPICS = ["computers", "science", "politics", "sports", "food", "law", "medicine", "love", "education", "drugs"]
+
+
+@dataclass
+class FortunesDataConf(TextDataConf):
+    topics: List[str] = field(default_factory=lambda: list(FORTUNE_TOPICS))  # fortune files, one class each
+
+
+@dataclass
+class TextCsvDataConf(TextDataConf):
+    path: Optional[str] = None  # one .csv / .tsv / .jsonl file, split by seed
+    train_path: Optional[str] = None  # or separate files (val_path and test_path optional)
+    val_path: Optional[str] = None
+    test_path: Optional[str] = None
+    text_column: str = "text"
+    label_column: str = "label"
+    group_column: Optional[str] = None  # a slice label per text (fairness metrics, group-robust losses)
+
+
+@dataclass
+class SyntheticTextDataConf(TextDataConf):
+    num_classes: int = 4
+    per_class: int = 40
 
 
 @dataclass
@@ -303,7 +341,9 @@ def store_schemas() -> None:
     """Register the schemas in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConf)
-    for name, node in (("schema_image", ImageDataConf), ("schema_synthetic", SyntheticDataConf)):
+    for name, node in (("schema_image", ImageDataConf), ("schema_synthetic", SyntheticDataConf),
+                       ("schema_text", TextDataConf), ("schema_fortunes", FortunesDataConf),
+                       ("schema_text_csv", TextCsvDataConf), ("schema_synthetic_text", SyntheticTextDataConf)):
         cs.store(group="data", name=name, node=node)
     for name, node in (("schema", StrategyConf), ("schema_linear_probe", LinearProbeConf),
                        ("schema_progressive", ProgressiveConf), ("schema_lp_ft", LPFTConf),

@@ -87,6 +87,11 @@ def _check_values(cfg: DictConfig) -> None:
     if "augment" in cfg.data:
         _check_choice(cfg.data.augment, schema.AUGMENT_PRESETS, "data.augment")
         _check_positive(cfg.data.image_size, "data.image_size")
+    _check_modality(cfg)
+    _check_choice(cfg.backbone.pooling, ("mean", "cls"), "backbone.pooling")
+    _check_choice(cfg.backbone.truncation, ("head", "head_tail"), "backbone.truncation")
+    if cfg.backbone.max_length is not None and cfg.backbone.max_length < 8:
+        raise ConfigError(f"config key 'backbone.max_length': must be >= 8 tokens, got {cfg.backbone.max_length}")
     _check_choice(cfg.optimizer.name, schema.OPTIMIZERS, "optimizer.name")
     _check_choice(cfg.scheduler.name, schema.SCHEDULERS, "scheduler.name")
     for key in ("model_checkpoint", "early_stopping"):
@@ -111,6 +116,21 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'backbone.head_dropout': must be in [0, 1), got {cfg.backbone.head_dropout}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
         raise ConfigError(f"config key 'loss.label_smoothing': must be in [0, 1), got {cfg.loss.label_smoothing}")
+
+
+def _check_modality(cfg: DictConfig) -> None:
+    """Text data needs a text backbone and images an image backbone (a checkpoint is checked once loaded)."""
+    from tl_lightning.backbones.registry import TEXT_KINDS
+
+    if cfg.backbone.kind == "checkpoint":
+        return
+    data_text = issubclass(OmegaConf.get_type(cfg.data) or object, schema.TextDataConf)
+    backbone_text = cfg.backbone.kind in TEXT_KINDS
+    if data_text != backbone_text:
+        data_kind, wanted = ("text", "backbone=minilm or backbone=hf") if data_text else \
+            ("image", "an image backbone such as backbone=efficientnet_lite0")
+        raise ConfigError(f"data={cfg.data.name} holds {data_kind} samples but backbone={cfg.backbone.kind} takes "
+                          f"{'text' if backbone_text else 'image'} input; use {wanted}")
 
 
 PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
@@ -165,10 +185,24 @@ def _check_files(cfg: DictConfig) -> None:
     root = cfg.data.get("root")
     if cfg.data.name == "image_folder" and not root:
         raise ConfigError("data=image_folder needs data.root=<folder of class subfolders, or of train/ val/ test/>")
+    if cfg.data.name == "text_folder" and not root:
+        raise ConfigError("data=text_folder needs data.root=<folder>/<class>/<file>.txt")
+    if cfg.data.name == "text_csv":
+        if not cfg.data.path and not cfg.data.train_path:
+            raise ConfigError("data=text_csv needs data.path=<file.csv|.tsv|.jsonl> (split by seed) or "
+                              "data.train_path=... [data.val_path=...] [data.test_path=...]")
+        if cfg.data.path and cfg.data.train_path:
+            raise ConfigError("data=text_csv: give data.path (one file, split by seed) or data.train_path, not both")
+        for key in ("path", "train_path", "val_path", "test_path"):
+            if cfg.data[key]:
+                check_file(cfg.data[key], f"data.{key}")
     if root and not cfg.data.get("download", False) and not os.path.isdir(root):
         what = "is a file, not a directory" if os.path.exists(root) else "no such directory"
-        hint = "" if cfg.data.name == "image_folder" or "download" not in cfg.data else \
-            "; data.download=true creates it and downloads the data (needs internet)"
+        hint = "; data.download=true creates it and downloads the data (needs internet)"
+        if cfg.data.name in ("image_folder", "text_folder"):
+            hint = ""
+        elif cfg.data.name == "fortunes":
+            hint = "; install Debian's fortunes package (apt-get install fortunes; make data does it)"
         raise ConfigError(f"data.root: {root}: {what} (data={cfg.data.name}){hint}")
 
 

