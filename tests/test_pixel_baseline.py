@@ -53,3 +53,17 @@ def test_pixel_baseline_refuses_images_of_different_sizes(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the pixel baseline needs images of one size") and len(err.strip().splitlines()) == 1
+
+
+def test_text_data_gets_the_tfidf_baseline_on_a_training_runs_splits(tmp_path):
+    overrides = ["data=synthetic_text", "data.per_class=30"]
+    assert main(["--out", str(tmp_path), "--budgets", "10", "--seeds", "2"] + overrides) == 0
+    summary = json.loads((tmp_path / "spc10_s2" / "summary.json").read_text())
+    from tl_lightning.backbones.registry import build_backbone
+
+    cfg = compose_config(overrides + ["seed=2", "data.samples_per_class=10"], output_dir=str(tmp_path))
+    dm = build_datamodule(cfg.data, build_backbone(cfg.backbone, pretrained=False).preprocessing)
+    dm.setup("fit")
+    assert summary["split"]["fingerprint"] == dm.split_info["fingerprint"]
+    assert summary["backbone"] == "tfidf" and summary["strategy"] == "tfidf_logreg"
+    assert summary["test"]["test/acc"] > 0.5  # topic words: well above chance (25 %)

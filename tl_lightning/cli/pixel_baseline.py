@@ -1,4 +1,5 @@
-"""The pixel baseline: multinomial logistic regression on raw pixels, on exactly a harness run's splits.
+"""The non-deep baseline: multinomial logistic regression on raw pixels (image data) or on TF-IDF word and
+bigram features (text data), on exactly a harness run's splits.
 
     tl-pixel-baseline --out logs/budget_fashion/pixels --budgets 5,20,100,500 --seeds 0,1,2
     python scripts/pixel_baseline.py --out <dir> --budgets 20 --seeds 0 data=digits
@@ -6,8 +7,8 @@
 The data config is composed exactly as ``train.py`` composes it (same overrides), so the labelled budget, the
 validation set and the test set are the ones a training run with the same seed uses (summary.json records the
 split fingerprint to prove it). The inverse regularisation strength C is chosen on the validation split, never
-on test. One summary.json per (budget, seed), with backbone "pixels", so ``scripts/report.py`` draws it as a
-dashed line next to the strategies.
+on test. One summary.json per (budget, seed), with backbone "pixels" (or "tfidf"), so ``scripts/report.py``
+draws it as a dashed line next to the strategies.
 """
 
 import argparse
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 C_GRID = (0.001, 0.01, 0.1, 1.0)
+TFIDF_C_GRID = (0.1, 1.0, 10.0, 100.0)  # sparse, unscaled TF-IDF rows need weaker regularisation
 
 
 def split_arrays(dm, split: str):
@@ -34,15 +36,33 @@ def split_arrays(dm, split: str):
     return np.stack([im.reshape(-1) for im in images]), np.asarray(ds.targets)
 
 
-def fit_and_score(dm, c_grid=C_GRID, seed: int = 0):
-    """Standardise on train, choose C on val, score val and test; returns (metrics, chosen C)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
+def split_texts(dm, split: str):
+    ds = dm.datasets[split]
+    return [ds.source.sample(int(i)) for i in ds.indices], np.asarray(ds.targets)
+
+
+def features(dm):
+    """(x, y) of train, val and test: standardised pixels, or TF-IDF fitted on the training texts."""
+    if dm.modality == "text":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        (ttr, ytr), (tva, yva), (tte, yte) = (split_texts(dm, s) for s in ("train", "val", "test"))
+        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(ttr)
+        return (vec.transform(ttr), ytr), (vec.transform(tva), yva), (vec.transform(tte), yte)
     from sklearn.preprocessing import StandardScaler
 
     (xtr, ytr), (xva, yva), (xte, yte) = (split_arrays(dm, s) for s in ("train", "val", "test"))
     scaler = StandardScaler().fit(xtr)
-    xtr, xva, xte = scaler.transform(xtr), scaler.transform(xva), scaler.transform(xte)
+    return (scaler.transform(xtr), ytr), (scaler.transform(xva), yva), (scaler.transform(xte), yte)
+
+
+def fit_and_score(dm, c_grid=None, seed: int = 0):
+    """Features (see ``features``), C chosen on val, val and test scored; returns (metrics, chosen C)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    c_grid = c_grid or (TFIDF_C_GRID if dm.modality == "text" else C_GRID)
+    (xtr, ytr), (xva, yva), (xte, yte) = features(dm)
     best = None
     for c in c_grid:
         model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(xtr, ytr)
@@ -64,12 +84,17 @@ def run_one(overrides, out_dir: Path) -> dict:
 
     start = time.time()
     cfg = compose_config(list(overrides), output_dir=str(out_dir))
-    # the spec only matters for the transforms, which this baseline does not use (it reads raw samples)
-    dm = build_datamodule(cfg.data, ImagePreprocessing(InputSpec(size=28, mean=(0.5,), std=(0.5,))),
-                          cfg.paths.data_dir)
+    if cfg.backbone.kind in ("hf", "minilm"):  # the datamodule wants the backbone's modality; texts stay raw here
+        from tl_lightning.backbones.registry import build_backbone
+
+        prep = build_backbone(cfg.backbone, pretrained=False).preprocessing
+    else:  # the spec only matters for the transforms, which this baseline does not use (it reads raw samples)
+        prep = ImagePreprocessing(InputSpec(size=28, mean=(0.5,), std=(0.5,)))
+    dm = build_datamodule(cfg.data, prep, cfg.paths.data_dir)
     dm.setup("fit")
     metrics, c = fit_and_score(dm, seed=cfg.seed)
-    summary = {"backbone": "pixels", "backbone_kind": "baseline", "strategy": "pixel_logreg", "dataset": cfg.data.name,
+    kind = "tfidf" if dm.modality == "text" else "pixels"
+    summary = {"backbone": kind, "backbone_kind": "baseline", "strategy": f"{kind}_logreg", "dataset": cfg.data.name,
                "samples_per_class": cfg.data.samples_per_class, "seed": cfg.seed, "num_classes": dm.num_classes,
                "class_names": dm.class_names, "split": dm.split_info, "chosen_C": c, "best_score": metrics["val/acc"],
                "val": {"val/acc": metrics["val/acc"]}, "test": {k: v for k, v in metrics.items() if k.startswith("test/")},

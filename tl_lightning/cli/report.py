@@ -17,7 +17,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-BASELINE_BACKBONES = ("pixels",)  # summaries of baselines outside the harness (drawn dashed)
+BASELINE_BACKBONES = ("pixels", "tfidf")  # summaries of baselines outside the harness (drawn dashed)
 REQUIRED_KEYS = {"backbone", "dataset", "strategy", "samples_per_class", "seed"}
 
 

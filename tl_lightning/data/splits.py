@@ -130,6 +130,6 @@ def duplicate_free(sources: Sequence, log) -> Tuple[List[Optional[np.ndarray]], 
         removed += 1
     info = {"removed": removed, "conflicting_labels": len(conflicting), "examples": examples}
     if removed:
-        log.warning("%d exact duplicate file(s) dropped (%d with conflicting labels, all copies dropped), e.g. %s",
+        log.warning("%d exact duplicate sample(s) dropped (%d with conflicting labels: all their copies), e.g. %s",
                     removed, len(conflicting), "; ".join(examples))
     return masks, info
