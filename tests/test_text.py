@@ -252,6 +252,7 @@ def test_hf_backbone_reads_the_hugging_face_cache_offline(tmp_path, monkeypatch)
 def text_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("text") / "run"
     metrics, summary = train_inprocess(["data=synthetic_text", "data.per_class=24", "data.batch_size=16", "logger=csv",
+                                        f"paths.cache_dir={run_dir.parent / 'cache'}",
                                         "trainer.max_epochs=2", "backbone.max_length=32",
                                         "callbacks.rich_progress_bar.enabled=false"], run_dir)
     return run_dir, metrics, summary
@@ -286,3 +287,17 @@ def test_linear_probe_on_text_caches_features(tmp_path):
 
 def test_text_data_schema_defaults():
     assert TextDataConf().bucketing and FortunesDataConf().batch_size == 32
+
+
+def test_text_checkpoint_chains_to_a_new_task_with_forgetting(text_run, tmp_path):
+    """Source: the shared text run (topics cpu, goal, bread, court); target: other topics of synthetic_text,
+    from its checkpoint, fine-tuned: the source task's accuracy is measured before and after."""
+    run_dir, _, source_summary = text_run
+    _, summary = train_inprocess(["data=synthetic_text", "data.num_classes=6", "data.classes=[4,5]", "logger=none",
+                                  "data.per_class=24", "trainer.max_epochs=1", "backbone=checkpoint",
+                                  f"backbone.path={run_dir}/checkpoints/best.ckpt",
+                                  "callbacks.rich_progress_bar.enabled=false"], tmp_path / "target")
+    source = summary["source"]
+    assert source["classes"] == ["cpu", "goal", "bread", "court"] and summary["class_names"] == ["vote", "atom"]
+    assert source["acc_before"] == pytest.approx(source_summary["test"]["test/acc"])
+    assert source["forgetting"] == pytest.approx(source["acc_before"] - source["acc_after"])
