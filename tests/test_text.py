@@ -301,3 +301,25 @@ def test_text_checkpoint_chains_to_a_new_task_with_forgetting(text_run, tmp_path
     assert source["classes"] == ["cpu", "goal", "bread", "court"] and summary["class_names"] == ["vote", "atom"]
     assert source["acc_before"] == pytest.approx(source_summary["test"]["test/acc"])
     assert source["forgetting"] == pytest.approx(source["acc_before"] - source["acc_after"])
+
+
+def test_killed_text_run_resumes_exactly_with_length_bucketing(tmp_path):
+    """Bucketed batches and dropout depend only on (seed, epoch): a run killed at the start of epoch 2 and
+    resumed with resume=auto ends with the same metrics and per-epoch weights as an uninterrupted one."""
+    from tests.conftest import run_train
+    from tests.test_strategies_e2e import _digests
+
+    args = ["data=synthetic_text", "data.per_class=16", "data.batch_size=8", "backbone.max_length=32", "logger=none",
+            "trainer.max_epochs=3", "trainer.deterministic=true", "backbone.head_dropout=0.3",
+            "callbacks.early_stopping.enabled=false", "callbacks.rich_progress_bar.enabled=false"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    probe = "+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {}}}"
+    _, a = train_inprocess(args + [f"paths.cache_dir={tmp_path / 'c1'}", probe.format(full / "dg")], full)
+    killed = run_train(args + [f"paths.cache_dir={tmp_path / 'c2'}",
+                               "+callbacks.extra.kill={_target_: tests.ddp_probe.KillAtEpochStart, epoch: 2}"], cut)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    _, b = train_inprocess(args + [f"paths.cache_dir={tmp_path / 'c2'}", "resume=auto", probe.format(cut / "dg")], cut)
+    assert b["started_at"]["epoch"] == 2 and b["split"]["token_cache"] == "hit"
+    assert a["global_step"] == b["global_step"] and a["test"] == b["test"] and a["val"] == b["val"]
+    full_lines, cut_lines = _digests(full / "dg")["rank0.sha256"], _digests(cut / "dg")["rank0.sha256"]
+    assert cut_lines[0].startswith("epoch=2") and cut_lines == full_lines[2:]
