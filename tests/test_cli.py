@@ -50,8 +50,8 @@ def test_error_inside_the_job_is_one_line_exit_2(tmp_path):
 def test_help_lists_group_choices(tmp_path):
     proc = run_train(["--help"], tmp_path)
     assert proc.returncode == 0
-    for line in ("backbone: checkpoint, efficientnet_b0, efficientnet_lite0, inception_v3, resnet18, resnet50, timm, "
-                 "vgg16, vit_b_16",
+    for line in ("backbone: checkpoint, efficientnet_b0, efficientnet_lite0, hf, inception_v3, minilm, resnet18, "
+                 "resnet50, timm, vgg16, vit_b_16",
                  "strategy: ewc, finetune, l2sp, linear_probe, lp_ft, progressive, scratch",
                  "logger: csv, many, none, tensorboard, wandb", "loss: ce"):
         assert line in proc.stdout

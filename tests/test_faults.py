@@ -165,7 +165,8 @@ def test_concurrent_runs_signals_and_resume_lose_no_work(tmp_path):
     import torch
 
     run_dir = tmp_path / "run"
-    args = [*SMALL, "trainer.max_epochs=8"]
+    # 0.4 s per batch: a resumed run cannot finish before the test signals it, however fast the machine is
+    args = [*SMALL, "trainer.max_epochs=8", "+callbacks.extra.slow={_target_: tests.ddp_probe.SlowBatches, seconds: 0.4}"]
     last = run_dir / "checkpoints" / "last.ckpt"
     first = _start(args, run_dir)
     _wait_for(last, first)
@@ -180,7 +181,7 @@ def test_concurrent_runs_signals_and_resume_lose_no_work(tmp_path):
 
     again = _start(_resume_command(err, run_dir), run_dir)
     deadline = time.time() + 240
-    while torch.load(last, map_location="cpu", weights_only=True)["global_step"] <= step + 4:  # one more epoch
+    while torch.load(last, map_location="cpu", weights_only=True)["global_step"] <= step:  # a checkpoint of its own
         assert again.poll() is None and time.time() < deadline, again.stderr.read()[-3000:]
         time.sleep(0.3)
     again.send_signal(signal.SIGTERM)

@@ -107,8 +107,9 @@ class StartRecorder(L.Callback):
 class GracefulStop(L.Callback):
     """Ctrl-C or SIGTERM during fit: stop at the end of the current batch, save last.ckpt there (one process;
     with several ranks the last epoch's last.ckpt is the resume point), and let ``run.train`` raise
-    ``Interrupted`` (exit 130 / 143). Lightning turns SIGTERM into ``SIGTERMException`` at a batch end itself;
-    a first Ctrl-C is deferred to the batch end here, a second one stops at once."""
+    ``Interrupted`` (exit 130 / 143). Lightning turns SIGTERM into ``SIGTERMException`` once a batch is complete
+    (its loop counters consistent, so the resume neither repeats nor skips a step); a first Ctrl-C is routed
+    the same way, a second one stops at once."""
 
     def __init__(self, last_path: str):
         self.last_path = last_path
@@ -116,9 +117,11 @@ class GracefulStop(L.Callback):
         self.saved = ""
         self._sigint_pending = False
         self._previous = None
+        self._trainer = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
+            self._trainer = trainer
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
 
     def _on_sigint(self, signum, frame) -> None:
@@ -126,12 +129,9 @@ class GracefulStop(L.Callback):
             self._restore()
             raise KeyboardInterrupt
         self._sigint_pending = True
+        self._trainer._signal_connector.received_sigterm = True  # Lightning stops after the batch, as for SIGTERM
         print("\nCtrl-C: stopping after this batch and saving last.ckpt (Ctrl-C again to stop at once)",
               file=sys.stderr, flush=True)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._sigint_pending:
-            raise KeyboardInterrupt
 
     def _restore(self) -> None:
         if self._previous is not None:
@@ -145,14 +145,13 @@ class GracefulStop(L.Callback):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         self._restore()
-        if isinstance(exception, KeyboardInterrupt):
-            self.signal_name = "SIGINT"
-        elif isinstance(exception, SIGTERMException):
-            self.signal_name = "SIGTERM"
+        if isinstance(exception, SIGTERMException):
+            self.signal_name = "SIGINT" if self._sigint_pending else "SIGTERM"
+        elif isinstance(exception, KeyboardInterrupt):
+            self.signal_name = "SIGINT"  # the second Ctrl-C: no checkpoint of this point
         else:
             return
-        at_batch_end = self._sigint_pending or self.signal_name == "SIGTERM"
-        if trainer.world_size == 1 and at_batch_end and trainer.training:
+        if trainer.world_size == 1 and isinstance(exception, SIGTERMException) and trainer.training:
             trainer.save_checkpoint(self.last_path, weights_only=False)
             self.saved = self.last_path
         elif os.path.isfile(self.last_path):
