@@ -1,6 +1,6 @@
 """Atomic file writes: write a temporary file next to the target, fsync it, rename it over the target, fsync the
 folder. A crash, a kill or a full disk leaves the previous file, never a truncated one. Checkpoints go through
-``AtomicCheckpointIO``; summary.json and config_resolved.yaml through ``atomic_write``."""
+``AtomicCheckpointIO``; summary.json, config_resolved.yaml and the caches through ``atomic_write``."""
 
 import errno
 import glob
@@ -57,6 +57,15 @@ def atomic_write(path: str, data: Union[bytes, str, memoryview]) -> str:
     return path
 
 
+def atomic_torch_save(obj: Any, path: str) -> str:
+    """``torch.save`` through ``atomic_write``: checkpoints, the feature cache and the token cache."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, buffer.getbuffer())
+
+
 def remove_stale_temporaries(folder: str) -> None:
     """Delete the temporaries of writes that were killed half-way (the run dir is locked: none is in progress)."""
     for path in glob.glob(os.path.join(folder, f".*{TMP_MARK}*")):
@@ -70,11 +79,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     accept only tensors and plain containers (``weights_only=True``)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options: Optional[Any] = None) -> None:
-        import torch
-
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write(str(path), buffer.getbuffer())
+        atomic_torch_save(checkpoint, str(path))
 
     def load_checkpoint(self, path, map_location: Optional[Callable] = lambda storage, loc: storage,
                         weights_only: Optional[bool] = None) -> dict:

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tl_lightning.atomic import atomic_torch_save
 from tl_lightning.batch import KEYS, collect, sample
 from tl_lightning.data.base import batch_size_for, shuffle_kwargs
 
@@ -81,10 +82,8 @@ def load_or_build(backbone, datamodule, cache_dir: str, batch_size: int) -> Tupl
             how = f"unreadable ({type(exc).__name__})"
         log.warning("feature cache %s is %s; rebuilding", path, how)
     tensors = extract(backbone, datamodule, batch_size)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save({"key": key, "tensors": tensors, "checksum": _checksum(tensors)}, tmp)
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+    # atomic: a concurrent reader sees the old file or the new one
+    atomic_torch_save({"key": key, "tensors": tensors, "checksum": _checksum(tensors)}, path)
     log.info("features cached in %s (%s)", path, how)
     return tensors, how
 

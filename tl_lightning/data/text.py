@@ -9,7 +9,6 @@ the backbone's ``TextPreprocessing`` tokenises, once per split.
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -151,12 +150,9 @@ class TextDataModule(TransferDataModule):
                     return "hit"
             except Exception as exc:  # a damaged cache is rebuilt, never used
                 log.warning("token cache %s is unreadable (%s); rebuilding", path, type(exc).__name__)
-        ids = prep.warm(texts)
-        from tl_lightning.atomic import atomic_write
+        from tl_lightning.atomic import atomic_torch_save
 
-        buffer = io.BytesIO()
-        torch.save({"key": key, "ids": ids}, buffer)
-        atomic_write(path, buffer.getbuffer())
+        atomic_torch_save({"key": key, "ids": prep.warm(texts)}, path)
         return "miss"
 
     def _length_stats(self) -> Dict[str, float]:
