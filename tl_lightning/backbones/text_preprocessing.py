@@ -68,12 +68,11 @@ class TextPreprocessing:
 
     def warm(self, texts: Sequence[str], ids: Optional[List[List[int]]] = None) -> List[List[int]]:
         """Tokenise ``texts`` in one call (or take ``ids`` from a cache) and remember them."""
-        todo = list(dict.fromkeys(t for t in texts if t not in self.memo))
         if ids is None:
-            ids = self.encode(todo) if todo else []
-        else:
-            todo = list(dict.fromkeys(texts))
-        self.memo.update(zip(todo, ids))
+            todo = list(dict.fromkeys(t for t in texts if t not in self.memo))
+            self.memo.update(zip(todo, self.encode(todo) if todo else []))
+        else:  # one id list per text, in the order of ``texts``
+            self.memo.update(zip(texts, ids))
         return [self.memo[t] for t in texts]
 
     def transform(self, train: bool, augment: str = "none") -> Tokenize:

@@ -50,14 +50,14 @@ class FileSource:
 
         return [os.path.getsize(p) for p in self.paths]
 
-    def content_keys(self, shared_sizes) -> List[Optional[str]]:
-        """A digest of each file's bytes where its size is shared with another file (``shared_sizes``: size ->
-        count over every source), None for the rest: a file of a unique size has no exact duplicate, so finding
-        duplicates reads only the candidates."""
+    def content_keys(self, sizes: Sequence[int], shared_sizes) -> List[Optional[str]]:
+        """A digest of each file's bytes (``sizes``: this source's ``content_sizes``) where its size is shared with
+        another file (``shared_sizes``: size -> count over every source), None for the rest: a file of a unique size
+        has no exact duplicate, so finding duplicates reads only the candidates."""
         import hashlib
 
         keys: List[Optional[str]] = []
-        for path, size in zip(self.paths, self.content_sizes()):
+        for path, size in zip(self.paths, sizes):
             if shared_sizes[size] < 2:
                 keys.append(None)
                 continue

@@ -107,11 +107,12 @@ def duplicate_free(sources: Sequence, log) -> Tuple[List[Optional[np.ndarray]], 
     from collections import Counter
 
     checkable = [k for k in range(len(sources)) if sources[k] is not None and hasattr(sources[k], "content_keys")]
-    sizes = Counter(size for k in checkable for size in sources[k].content_sizes())
+    per_source = {k: sources[k].content_sizes() for k in checkable}
+    sizes = Counter(size for k in checkable for size in per_source[k])
     for k in sorted(checkable, reverse=True):  # test, val, train: the first copy met is kept
         src = sources[k]
         masks[k] = np.ones(len(src), dtype=bool)
-        for i, key in enumerate(src.content_keys(sizes)):
+        for i, key in enumerate(src.content_keys(per_source[k], sizes)):
             if key is None:
                 continue
             if key not in first:

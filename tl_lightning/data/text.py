@@ -49,9 +49,9 @@ class TextSource:
     def content_sizes(self) -> List[int]:
         return [len(t) for t in self.texts]
 
-    def content_keys(self, shared_sizes) -> List[Optional[str]]:
+    def content_keys(self, sizes: Sequence[int], shared_sizes) -> List[Optional[str]]:
         """Identical texts (after stripping) are duplicates; only texts of a shared length are hashed."""
-        return [hashlib.sha1(t.encode()).hexdigest() if shared_sizes[len(t)] > 1 else None for t in self.texts]
+        return [hashlib.sha1(t.encode()).hexdigest() if shared_sizes[n] > 1 else None for t, n in zip(self.texts, sizes)]
 
 
 def nonempty(texts: List[str], names: List[str], what: str) -> List[int]:
