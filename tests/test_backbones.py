@@ -162,3 +162,55 @@ def test_weights_file_corrupt_or_missing(tmp_path):
 def test_pretrained_torchvision_vit_refuses_other_sizes():
     with pytest.raises(WeightsError, match="224 px only"):
         build_backbone(bb_cfg(name="vit_b_16"), pretrained=True, image_size=32)
+
+
+@pytest.mark.parametrize("kind,name,pretrained", [
+    ("torchvision", "resnet18", False), ("torchvision", "vgg16", False), ("torchvision", "efficientnet_b0", False),
+    ("timm", "resnet18", False), ("efficientnet_lite0", "tf_efficientnet_lite0", True),
+])
+def test_in_chans_1_sums_the_rgb_filters(kind, name, pretrained):
+    """A 1-channel model on x equals the 3-channel model on x repeated: the input filters are summed over RGB."""
+    torch.manual_seed(0)
+    rgb = build_backbone(bb_cfg(kind, name), pretrained=pretrained, image_size=32).eval()
+    torch.manual_seed(0)
+    gray = build_backbone(bb_cfg(kind, name, in_chans=1), pretrained=pretrained, image_size=32).eval()
+    assert gray.input_spec.channels == 1 and len(gray.input_spec.mean) == 1
+    assert gray.arch["in_chans"] == 1
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(gray(x), rgb(x.repeat(1, 3, 1, 1)), atol=1e-4)
+    assert_groups_partition(gray)  # the new input weight is in the first group, once
+
+
+def test_in_chans_1_grayscale_image_equals_its_rgb_replication():
+    """End to end on the embedded Lite0 (mean = std = 0.5 on every channel): a grayscale image through the 1-channel
+    model's own preprocessing gives the 3-channel model's output on that image, repeated, through its own."""
+    import numpy as np
+
+    rgb = build_backbone(bb_cfg("efficientnet_lite0", "tf_efficientnet_lite0"), pretrained=True, image_size=32).eval()
+    gray = build_backbone(bb_cfg("efficientnet_lite0", "tf_efficientnet_lite0", in_chans=1), pretrained=True,
+                          image_size=32).eval()
+    image = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    one = gray.preprocessing.transform(train=False)(image)
+    three = rgb.preprocessing.transform(train=False)(np.repeat(image[..., None], 3, axis=2))
+    assert one.shape == (1, 32, 32) and three.shape == (3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(gray(one[None]), rgb(three[None]), atol=1e-4)
+
+
+def test_in_chans_4_repeats_the_rgb_filters():
+    four = build_backbone(bb_cfg("torchvision", "resnet18", in_chans=4), pretrained=False, image_size=32)
+    assert four.input_spec.channels == 4 and four.input_spec.mean[3] == four.input_spec.mean[0]
+    assert four.eval()(torch.randn(1, 4, 32, 32)).shape == (1, 512)
+
+
+def test_in_chans_checkpoint_rebuilds_the_adapted_model(tmp_path):
+    from tl_lightning.inference import from_checkpoint
+
+    model = build_backbone(bb_cfg("torchvision", "resnet18", in_chans=1), pretrained=False, image_size=32)
+    state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    state.update({"head.1.weight": torch.zeros(3, 512), "head.1.bias": torch.zeros(3)})
+    record = {"architecture": model.arch, "input_spec": dict(model.input_spec.__dict__), "class_names": ["a", "b", "c"]}
+    rebuilt = from_checkpoint({"tl_lightning": record, "state_dict": state}, "x.ckpt")
+    assert rebuilt.input_spec.channels == 1
+    assert rebuilt(torch.randn(1, 1, 32, 32)).shape == (1, 3)

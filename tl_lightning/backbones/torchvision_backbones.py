@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 
 from tl_lightning.backbones.base import Backbone, InputSpec, group_by_patterns
+from tl_lightning.backbones.channels import adapt_input_channels, spec_for_channels
 from tl_lightning.backbones.weights import load_into, load_state_dict_file, require_download, torch_hub_cache_path
 from tl_lightning.errors import WeightsError, unknown_name
 
@@ -130,8 +131,14 @@ def build_torchvision(cfg, choice: str, pretrained: bool, image_size: Optional[i
         load_into(model, state, cached, name)
     if family.after_load:
         family.after_load(model)
+    in_chans = cfg.get("in_chans") or 3
+    if in_chans != 3:
+        if getattr(model, "transform_input", False):  # re-normalises channels 0-2 inside forward()
+            raise WeightsError(f"backbone.in_chans={in_chans}: pretrained torchvision inception_v3 takes 3 channels "
+                               "only (its forward re-normalises each RGB channel); use backbone.in_chans=null")
+        adapt_input_channels(model, in_chans, name)
     feature_dim = family.strip_head(model)
-    spec = input_spec_for(weights_enum, image_size)
+    spec = spec_for_channels(input_spec_for(weights_enum, image_size), in_chans)
     return Backbone(model, feature_dim, spec, group_by_patterns(model, family.groups), name)
 
 

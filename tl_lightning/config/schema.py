@@ -22,6 +22,7 @@ class BackboneConf:
     weights: Optional[str] = None  # a state-dict file to load instead of the published weights
     path: Optional[str] = None  # kind=checkpoint: a checkpoint of this harness (<run dir>/checkpoints/best.ckpt)
     head_dropout: float = 0.0
+    in_chans: Optional[int] = None  # image channels the model takes (1: grayscale); null: the model's own (3)
     # text backbones (kind=hf|minilm) only:
     max_length: Optional[int] = None  # tokens per text (special tokens included); null: min(128, the model's limit)
     pooling: str = "mean"  # mean (over the attention mask) | cls (the first token's hidden state)

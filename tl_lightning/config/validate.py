@@ -122,6 +122,14 @@ def _check_modality(cfg: DictConfig) -> None:
     """Text data needs a text backbone and images an image backbone (a checkpoint is checked once loaded)."""
     from tl_lightning.backbones.registry import TEXT_KINDS
 
+    in_chans = cfg.backbone.in_chans
+    if in_chans is not None:
+        if cfg.backbone.kind in TEXT_KINDS or cfg.backbone.kind == "checkpoint":
+            raise ConfigError(f"config key 'backbone.in_chans': only for image backbones built by name (not "
+                              f"backbone.kind={cfg.backbone.kind}); set it to null")
+        if not 1 <= in_chans <= 64:
+            raise ConfigError(f"config key 'backbone.in_chans': image channels between 1 and 64 (1: grayscale), "
+                              f"got {in_chans}")
     if cfg.backbone.kind == "checkpoint":
         return
     data_text = issubclass(OmegaConf.get_type(cfg.data) or object, schema.TextDataConf)
