@@ -78,3 +78,9 @@ class Interrupted(TLError):
         super().__init__(message)
         self.signal_name, self.saved = signal_name, saved
         self.exit_code = 130 if signal_name == "SIGINT" else 143
+
+
+class VerificationError(TLError):
+    """An exported model does not reproduce the checkpoint's outputs: exit status 1 (the input was valid)."""
+
+    exit_code = 1

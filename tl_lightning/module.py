@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from tl_lightning.backbones.base import Backbone
 from tl_lightning.inference import build_head
 from tl_lightning.losses import build_criterion, build_terms, total_loss
-from tl_lightning.metrics import StageMetrics
+from tl_lightning.metrics import StageMetrics, log_stage_end
 from tl_lightning.optim import build_optimizer, build_scheduler
 from tl_lightning.strategies.base import Strategy
 
@@ -92,11 +92,7 @@ class TransferModule(L.LightningModule):
         return logits.detach()  # callbacks may look at the predictions (misclassified examples)
 
     def _eval_epoch_end(self, metrics: StageMetrics) -> None:
-        self.log_dict(metrics.scalars.compute(), sync_dist=False, prog_bar=True)
-        per_class = metrics.per_class.compute()
-        for name, value in zip(self.class_names, per_class):
-            self.log(f"{metrics.stage}/acc_class/{name}", value)
-        metrics.reset()
+        log_stage_end(self, metrics, self.class_names)
 
     def validation_step(self, batch, batch_idx):
         return self._eval_step(batch, self.val_metrics)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tl_lightning.atomic import AtomicCheckpointIO, atomic_write
 from tl_lightning.backbones.registry import build_backbone
+from tl_lightning.callbacks.best_epoch import BestEpoch
 from tl_lightning.callbacks.factory import build_callbacks
 from tl_lightning.callbacks.misclassified import MisclassifiedExamples
 from tl_lightning.config.validate import check_metric_names
@@ -21,7 +22,7 @@ from tl_lightning.data import build_datamodule
 from tl_lightning.data.base import batch_size_for
 from tl_lightning.errors import ConfigError, Interrupted
 from tl_lightning.features import FeatureDataModule, load_or_build
-from tl_lightning.loggers import build_loggers, finish_wandb
+from tl_lightning.loggers import build_loggers, finish_wandb, log_lines_once
 from tl_lightning.module import TransferModule
 from tl_lightning.resume import RUN_IN_PROGRESS, GracefulStop, StartRecorder, resolve_resume
 from tl_lightning.source_eval import SourceEvaluation
@@ -36,6 +37,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
           backbone_choice: str = "") -> Tuple[Dict[str, float], Dict[str, Any]]:
     """Run one experiment; return (metrics, summary). ``cfg`` is already validated."""
     start = time.time()
+    log_lines_once()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     strategy = build_strategy(cfg.strategy)
     if not strategy.uses_pretrained and cfg.backbone.weights is not None:
@@ -75,11 +77,11 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     try:
         for logger in loggers:
             logger.log_hyperparams({**run_config, "params": counts})
-        started = StartRecorder()
+        started, best_epoch = StartRecorder(), BestEpoch()
         last_path = os.path.join(output_dir, "checkpoints", "last.ckpt")
         stop = GracefulStop(last_path)
         callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers)) + strategy.callbacks() + \
-            [started, stop]
+            [started, best_epoch, stop]
         if text_data:
             callbacks.append(MisclassifiedExamples(output_dir))
         trainer = L.Trainer(**trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False,
@@ -111,7 +113,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         summary = build_summary(cfg, backbone=backbone, pretrained=pretrained, strategy=strategy, datamodule=datamodule,
                                 counts=counts, trainer=trainer, best_path=best_path, metrics=metrics, start=start,
                                 resumed_from=ckpt_path, started_at=started.at, feature_cache=feature_cache,
-                                source=source_result, strategy_info=strategy_info)
+                                source=source_result, strategy_info=strategy_info, best_epoch=best_epoch.epoch)
         if trainer.is_global_zero:
             write_summary(output_dir, summary)
             atomic_write(os.path.join(output_dir, "config_resolved.yaml"), OmegaConf.to_yaml(cfg))

@@ -29,7 +29,7 @@ def strategy_summary(strategy) -> Dict[str, Any]:
 
 def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, counts, trainer, best_path: str,
                   metrics: Dict[str, float], start: float, resumed_from, started_at, feature_cache, source,
-                  strategy_info) -> Dict[str, Any]:
+                  strategy_info, best_epoch=None) -> Dict[str, Any]:
     ckpt = trainer.checkpoint_callback
     return {
         "backbone": backbone.name,
@@ -49,6 +49,7 @@ def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, coun
         "global_step": trainer.global_step,
         "best_checkpoint": best_path,
         "best_score": float(ckpt.best_model_score) if ckpt and ckpt.best_model_score is not None else None,
+        "best_epoch": best_epoch,  # 0-based, as Lightning counts
         "optimized_metric": cfg.optimized_metric,
         "val": {k: v for k, v in metrics.items() if k.startswith("val/") and "/acc_class/" not in k},
         "test": {k: v for k, v in metrics.items() if k.startswith("test/") and "/acc_class/" not in k},
@@ -62,7 +63,11 @@ def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, coun
     }
 
 
-def write_summary(output_dir: str, summary: Dict[str, Any]) -> str:
+def write_json(path: str, data: Dict[str, Any]) -> str:
     from tl_lightning.atomic import atomic_write
 
-    return atomic_write(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=2, sort_keys=True))
+    return atomic_write(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def write_summary(output_dir: str, summary: Dict[str, Any]) -> str:
+    return write_json(os.path.join(output_dir, "summary.json"), summary)

@@ -5,9 +5,10 @@ from typing import List
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 
 from tl_lightning.callbacks.confusion_matrix import ConfusionMatrixPlot
+from tl_lightning.callbacks.learning_rates import LearningRates
 
 
 def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
@@ -30,7 +31,7 @@ def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
     if stop.enabled:
         callbacks.append(EarlyStopping(monitor=stop.monitor, mode=stop.mode, patience=stop.patience, min_delta=stop.min_delta))
     if cfg.lr_monitor.enabled and has_logger:
-        callbacks.append(LearningRateMonitor(logging_interval=cfg.lr_monitor.logging_interval))
+        callbacks.append(LearningRates(logging_interval=cfg.lr_monitor.logging_interval))
     callbacks.append(RichProgressBar() if cfg.rich_progress_bar.enabled else TQDMProgressBar())
     if cfg.confusion_matrix.enabled:
         callbacks.append(ConfusionMatrixPlot(output_dir))

@@ -13,18 +13,18 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from tl_lightning.config import CONFIG_DIR, group_options
+from tl_lightning.cli.common import TRACEBACK_ENV as _TRACEBACK_ENV
+from tl_lightning.cli.common import exit_with, run_app
+from tl_lightning.config import group_options
 from tl_lightning.config.validate import validate_config
-from tl_lightning.errors import USER_ERROR_EXIT_CODE, Interrupted, TLError, one_line
+from tl_lightning.errors import Interrupted, TLError
 
 log = logging.getLogger("tl_lightning")
-_TRACEBACK_ENV = "TL_USER_FULL_ERROR"  # the user's own HYDRA_FULL_ERROR, which main() overrides
 FAILED_JOBS: List[str] = []  # multirun jobs that failed, reported by main() when the sweep ends
 
 
@@ -171,11 +171,6 @@ def _pin_job_for_ddp_children(output_dir: str) -> None:
         hydra_cfg.run.dir = output_dir
 
 
-def exit_with(message: str, code: int = USER_ERROR_EXIT_CODE, label: str = "error") -> None:
-    print(f"{label}: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
 def resume_command() -> str:
     """The command that continues this run (a multirun job: as a single run in the job's dir)."""
     import shlex
@@ -189,6 +184,8 @@ def resume_command() -> str:
 
 
 def _run_task(cfg: DictConfig) -> Optional[float]:
+    from tl_lightning.rundir import launched_rank, lock_run_dir
+
     cfg = validate_config(cfg)
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
@@ -196,8 +193,6 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         group = Path(hydra_cfg.sweep.dir).name
         _pin_job_for_ddp_children(output_dir)
-        from tl_lightning.rundir import launched_rank, lock_run_dir
-
         if launched_rank() == 0:
             lock_run_dir(output_dir)  # a job's own new dir; a requeued job may meet its earlier self here
     choice = hydra_cfg.runtime.choices.get("backbone", "")
@@ -209,30 +204,24 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
     value = metrics.get(cfg.optimized_metric)
     if value is None or math.isnan(value):
         log.warning("%s is %s (diverged or never computed); the job reports no value", cfg.optimized_metric, value)
-        return None
-    log.info("%s = %s; summary in %s", cfg.optimized_metric, value, os.path.join(output_dir, "summary.json"))
+        value = None
+    else:
+        log.info("%s = %s; summary in %s", cfg.optimized_metric, value, os.path.join(output_dir, "summary.json"))
+    if launched_rank() == 0:  # one table, from the process that owns the run dir
+        from tl_lightning.endofrun import print_train_table
+
+        print_train_table(summary, output_dir)
     return value
 
 
-def main() -> None:
-    """Entry point: user mistakes print one line and exit with status 2."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    # setdefault: DDP child processes inherit the HYDRA_FULL_ERROR=1 set below, not the user's wish
-    os.environ.setdefault(_TRACEBACK_ENV, os.environ.get("HYDRA_FULL_ERROR", ""))
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's multi-line report
-    hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")(task)
-    try:
-        hydra_main()
-    except KeyboardInterrupt:  # Ctrl-C before training started (fit itself stops gracefully)
-        exit_with("interrupted (SIGINT) outside training; files written before are unchanged", 130, "stopped")
-    except (TLError, HydraException, OmegaConfBaseException) as exc:
-        if os.environ.get(_TRACEBACK_ENV) == "1":
-            raise
-        exit_with(one_line(exc), getattr(exc, "exit_code", USER_ERROR_EXIT_CODE))
+def _report_failed_jobs() -> None:
     if FAILED_JOBS:
         print(f"error: {len(FAILED_JOBS)} job(s) of the sweep failed (see failed.json in their dirs):", file=sys.stderr)
         for line in FAILED_JOBS:
             print(f"  {line}", file=sys.stderr)
         sys.exit(1)
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit with status 2."""
+    run_app("train", task, after=_report_failed_jobs)

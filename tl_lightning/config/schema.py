@@ -332,6 +332,59 @@ class TrainConf:
     resume_strict: bool = True
 
 
+@dataclass
+class CheckpointTaskConf:
+    """What eval, predict and export share: the checkpoint, the device, where things go."""
+
+    ckpt_path: str = MISSING  # a checkpoint of this harness: <run dir>/checkpoints/best.ckpt
+    paths: PathsConf = field(default_factory=PathsConf)
+    task_name: str = MISSING
+
+
+@dataclass
+class EvalConf(CheckpointTaskConf):
+    # null: the data the checkpoint was trained on (its recorded config and split; data.<key>=... overrides a
+    # recorded value); data=<option> [data.<key>=...]: any datamodule, whose classes must be the checkpoint's
+    data: Any = None
+    split: str = "auto"  # auto (recorded data: test; other data: all) | test | val | train | all
+    seed: Optional[int] = None  # split seed of data=<option>; null: the checkpoint's
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
+    confusion_matrix: bool = True  # <run dir>/confusion_test.png and the loggers
+    progress_bar: bool = True
+    task_name: str = "eval"
+
+
+@dataclass
+class PredictConf(CheckpointTaskConf):
+    input: str = MISSING  # a folder (searched recursively), a file, a glob, or (text models) a .csv/.tsv/.jsonl
+    output: str = "predictions.csv"
+    text_column: str = "text"  # the column of a CSV/TSV/JSONL input that holds the texts
+    top_k: int = 3
+    batch_size: int = 64
+    num_workers: int = 2
+    device: str = "auto"  # auto (the GPU when there is one) | cpu | cuda | cuda:<n>
+    progress_bar: bool = True
+    task_name: str = "predict"
+
+
+@dataclass
+class ExportConf(CheckpointTaskConf):
+    format: str = "onnx"  # onnx | torchscript
+    output: Optional[str] = None  # null: <the checkpoint's run dir>/export/<checkpoint name>.<onnx|pt>
+    quantize: Optional[str] = None  # null | dynamic (onnx only: int8 weights, onnxruntime's dynamic quantiser)
+    opset: Optional[int] = None  # null: torch.onnx's default
+    # the parity check: real samples of the checkpoint's test split (its recorded data), or random inputs
+    # when that data cannot be read here
+    verify_samples: int = 32
+    verify_batch_sizes: List[int] = field(default_factory=lambda: [1, 8])
+    max_abs_diff: float = 1e-4  # fp32: fail above this max |logit difference|
+    min_top1_agreement: float = 1.0  # fp32: fail below this share of equal top-1 predictions
+    task_name: str = "export"
+
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+EVAL_SPLITS = ("auto", "test", "val", "train", "all")
 BN_POLICIES = ("train", "freeze_stats", "freeze")
 PHASE_SCHEDULES = ("global", "restart")
 PROGRESSIVE_SCHEDULES = ("epochs", "plateau", "phases")
@@ -342,6 +395,8 @@ def store_schemas() -> None:
     """Register the schemas in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConf)
+    for name, node in (("eval_schema", EvalConf), ("predict_schema", PredictConf), ("export_schema", ExportConf)):
+        cs.store(name=name, node=node)
     for name, node in (("schema_image", ImageDataConf), ("schema_synthetic", SyntheticDataConf),
                        ("schema_text", TextDataConf), ("schema_fortunes", FortunesDataConf),
                        ("schema_text_csv", TextCsvDataConf), ("schema_synthetic_text", SyntheticTextDataConf)):

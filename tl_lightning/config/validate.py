@@ -52,6 +52,42 @@ def validate_config(cfg: DictConfig) -> DictConfig:
     return merged
 
 
+
+def validate_data(node) -> DictConfig:
+    """A data node (a composed option, or a run's recorded data config) merged into its schema and checked."""
+    name = OmegaConf.select(node, "name")
+    options = group_options()["data"]
+    if name not in options:
+        raise unknown_name("dataset", str(name), options, "data.name")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(option_schema("data", node)), OmegaConf.to_container(node))
+        OmegaConf.resolve(merged)
+        missing = sorted(OmegaConf.missing_keys(merged))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc)) from None
+    if missing:
+        raise ConfigError(f"config key 'data.{missing[0]}' has no value (it is mandatory)")
+    check_data(merged)
+    return merged
+
+
+def validate_tool_config(cfg: DictConfig, schema_type: type) -> DictConfig:
+    """An eval/predict/export config merged into its schema and resolved (its ``data``, if any, stays as given:
+    ``validate_data`` checks it once the checkpoint's recorded data is known)."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema_type), OmegaConf.to_container(cfg, resolve=False))
+        OmegaConf.resolve(merged)
+        missing = sorted(OmegaConf.missing_keys(merged))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc)) from None
+    if missing:
+        raise ConfigError(f"config key '{missing[0]}' has no value (it is mandatory)"
+                          + ("; e.g. ckpt_path=<run dir>/checkpoints/best.ckpt" if missing[0] == "ckpt_path" else ""))
+    check_file(merged.ckpt_path, "ckpt_path", checkpoint=True)
+    if "trainer" in merged:
+        _check_trainer(merged.trainer)
+    return merged
+
 def option_schema(group: str, node) -> type:
     """The schema of a data/strategy node (or option name): its type, or the schema its option file names."""
     if isinstance(node, str):
@@ -68,7 +104,7 @@ def option_schema(group: str, node) -> type:
     return OmegaConf.get_type(ConfigStore.instance().load(f"{group}/{name}.yaml").node)
 
 
-def _check_choice(value, valid, key: str) -> None:
+def check_choice(value, valid, key: str) -> None:
     if value not in valid:
         raise ConfigError(f"config key '{key}': '{value}' is not valid; valid: {', '.join(valid)}")
 
@@ -83,35 +119,24 @@ def _check_positive(value, key: str, allow_none: bool = True) -> None:
 def _check_values(cfg: DictConfig) -> None:
     from tl_lightning.backbones.registry import BUILDERS
 
-    _check_choice(cfg.backbone.kind, sorted(BUILDERS), "backbone.kind")
-    if "augment" in cfg.data:
-        _check_choice(cfg.data.augment, schema.AUGMENT_PRESETS, "data.augment")
-        _check_positive(cfg.data.image_size, "data.image_size")
+    check_choice(cfg.backbone.kind, sorted(BUILDERS), "backbone.kind")
+    check_data(cfg.data)
     _check_modality(cfg)
-    _check_choice(cfg.backbone.pooling, ("mean", "cls"), "backbone.pooling")
-    _check_choice(cfg.backbone.truncation, ("head", "head_tail"), "backbone.truncation")
+    check_choice(cfg.backbone.pooling, ("mean", "cls"), "backbone.pooling")
+    check_choice(cfg.backbone.truncation, ("head", "head_tail"), "backbone.truncation")
     if cfg.backbone.max_length is not None and cfg.backbone.max_length < 8:
         raise ConfigError(f"config key 'backbone.max_length': must be >= 8 tokens, got {cfg.backbone.max_length}")
-    _check_choice(cfg.optimizer.name, schema.OPTIMIZERS, "optimizer.name")
-    _check_choice(cfg.scheduler.name, schema.SCHEDULERS, "scheduler.name")
+    check_choice(cfg.optimizer.name, schema.OPTIMIZERS, "optimizer.name")
+    check_choice(cfg.scheduler.name, schema.SCHEDULERS, "scheduler.name")
     for key in ("model_checkpoint", "early_stopping"):
-        _check_choice(cfg.callbacks[key].mode, ("min", "max"), f"callbacks.{key}.mode")
-    _check_positive(cfg.data.samples_per_class, "data.samples_per_class")
-    _check_positive(cfg.data.eval_per_class, "data.eval_per_class")
-    _check_positive(cfg.data.batch_size, "data.batch_size", allow_none=False)
+        check_choice(cfg.callbacks[key].mode, ("min", "max"), f"callbacks.{key}.mode")
     _check_positive(cfg.strategy.lr, "strategy.lr", allow_none=False)
     if cfg.strategy.backbone_lr_mult < 0:
         raise ConfigError(f"config key 'strategy.backbone_lr_mult': must be >= 0 (0: the backbone does not move), "
                           f"got {cfg.strategy.backbone_lr_mult}")
-    if cfg.data.num_workers < 0:
-        raise ConfigError(f"config key 'data.num_workers': must be >= 0 (0: load in the main process), "
-                          f"got {cfg.data.num_workers}")
     _check_trainer(cfg.trainer)
     _check_strategy(cfg)
     _check_files(cfg)
-    for key in ("val_fraction", "test_fraction"):
-        if not 0.0 < cfg.data[key] < 1.0:
-            raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {cfg.data[key]}")
     if not 0.0 <= cfg.backbone.head_dropout < 1.0:
         raise ConfigError(f"config key 'backbone.head_dropout': must be in [0, 1), got {cfg.backbone.head_dropout}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
@@ -190,35 +215,51 @@ def _check_files(cfg: DictConfig) -> None:
         if not os.path.exists(cfg.resume):
             raise ConfigError(f"resume: no such checkpoint file: {cfg.resume} (use resume=auto or a .ckpt path)")
         check_file(cfg.resume, "resume", checkpoint=True)
-    root = cfg.data.get("root")
-    if cfg.data.name == "image_folder" and not root:
+
+
+def check_data(data: DictConfig) -> None:
+    """The values of a data node (already merged into its schema) and the files it names."""
+    if "augment" in data:
+        check_choice(data.augment, schema.AUGMENT_PRESETS, "data.augment")
+        _check_positive(data.image_size, "data.image_size")
+    _check_positive(data.samples_per_class, "data.samples_per_class")
+    _check_positive(data.eval_per_class, "data.eval_per_class")
+    _check_positive(data.batch_size, "data.batch_size", allow_none=False)
+    if data.num_workers < 0:
+        raise ConfigError(f"config key 'data.num_workers': must be >= 0 (0: load in the main process), "
+                          f"got {data.num_workers}")
+    for key in ("val_fraction", "test_fraction"):
+        if not 0.0 < data[key] < 1.0:
+            raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {data[key]}")
+    root = data.get("root")
+    if data.name == "image_folder" and not root:
         raise ConfigError("data=image_folder needs data.root=<folder of class subfolders, or of train/ val/ test/>")
-    if cfg.data.name == "text_folder" and not root:
+    if data.name == "text_folder" and not root:
         raise ConfigError("data=text_folder needs data.root=<folder>/<class>/<file>.txt")
-    if cfg.data.name == "text_csv":
-        if not cfg.data.path and not cfg.data.train_path:
+    if data.name == "text_csv":
+        if not data.path and not data.train_path:
             raise ConfigError("data=text_csv needs data.path=<file.csv|.tsv|.jsonl> (split by seed) or "
                               "data.train_path=... [data.val_path=...] [data.test_path=...]")
-        if cfg.data.path and cfg.data.train_path:
+        if data.path and data.train_path:
             raise ConfigError("data=text_csv: give data.path (one file, split by seed) or data.train_path, not both")
         for key in ("path", "train_path", "val_path", "test_path"):
-            if cfg.data[key]:
-                check_file(cfg.data[key], f"data.{key}")
-    if root and not cfg.data.get("download", False) and not os.path.isdir(root):
+            if data[key]:
+                check_file(data[key], f"data.{key}")
+    if root and not data.get("download", False) and not os.path.isdir(root):
         what = "is a file, not a directory" if os.path.exists(root) else "no such directory"
         hint = "; data.download=true creates it and downloads the data (needs internet)"
-        if cfg.data.name in ("image_folder", "text_folder"):
+        if data.name in ("image_folder", "text_folder"):
             hint = ""
-        elif cfg.data.name == "fortunes":
+        elif data.name == "fortunes":
             hint = "; install Debian's fortunes package (apt-get install fortunes; make data does it)"
-        raise ConfigError(f"data.root: {root}: {what} (data={cfg.data.name}){hint}")
+        raise ConfigError(f"data.root: {root}: {what} (data={data.name}){hint}")
 
 
 def _check_strategy(cfg: DictConfig) -> None:
     st = cfg.strategy
     if not 0.0 < st.layer_decay <= 1.0:
         raise ConfigError(f"config key 'strategy.layer_decay': must be in (0, 1], got {st.layer_decay}")
-    _check_choice(st.bn, schema.BN_POLICIES, "strategy.bn")
+    check_choice(st.bn, schema.BN_POLICIES, "strategy.bn")
     if st.name == "scratch" and st.bn != "train":
         raise ConfigError(f"strategy=scratch learns BatchNorm statistics from random weights; strategy.bn={st.bn} "
                           "would keep their initial values (use strategy.bn=train)")
@@ -226,8 +267,8 @@ def _check_strategy(cfg: DictConfig) -> None:
         raise ConfigError("strategy.train_bn=true trains BatchNorm affine parameters, strategy.bn=freeze forbids it; "
                           "choose one")
     if isinstance(st, DictConfig) and issubclass(OmegaConf.get_type(st) or object, schema.PhasedConf):
-        _check_choice(st.mode, ("min", "max"), "strategy.mode")
-        _check_choice(st.phase_schedule, schema.PHASE_SCHEDULES, "strategy.phase_schedule")
+        check_choice(st.mode, ("min", "max"), "strategy.mode")
+        check_choice(st.phase_schedule, schema.PHASE_SCHEDULES, "strategy.phase_schedule")
         if st.phase_schedule == "restart" and cfg.scheduler.name != "cosine":
             raise ConfigError(f"strategy.phase_schedule=restart restarts the cosine schedule every phase; it needs "
                               f"scheduler.name=cosine, not {cfg.scheduler.name}")
@@ -235,7 +276,7 @@ def _check_strategy(cfg: DictConfig) -> None:
             raise ConfigError(f"strategy={st.name} changes learning rates per phase; use scheduler.name=cosine or none, "
                               "not onecycle")
     if st.name == "progressive":
-        _check_choice(st.schedule, schema.PROGRESSIVE_SCHEDULES, "strategy.schedule")
+        check_choice(st.schedule, schema.PROGRESSIVE_SCHEDULES, "strategy.schedule")
         _check_positive(st.unfreeze_every, "strategy.unfreeze_every", allow_none=False)
         _check_positive(st.groups_per_phase, "strategy.groups_per_phase", allow_none=False)
         if st.schedule == "phases" and not st.phases:
@@ -253,7 +294,7 @@ def _check_strategy(cfg: DictConfig) -> None:
         _check_positive(st.ft_lr, "strategy.ft_lr", allow_none=False)
         _check_positive(st.ft_head_lr, "strategy.ft_head_lr")
     if st.name == "ewc":
-        _check_choice(st.fisher_source, schema.FISHER_SOURCES, "strategy.fisher_source")
+        check_choice(st.fisher_source, schema.FISHER_SOURCES, "strategy.fisher_source")
         if st.fisher_source == "source" and cfg.backbone.kind != "checkpoint":
             raise ConfigError("strategy.fisher_source=source needs backbone=checkpoint with a checkpoint made by this "
                               "harness (it records the source data config); use auto, target or uniform")

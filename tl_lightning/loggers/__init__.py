@@ -48,6 +48,23 @@ def build_loggers(cfg, output_dir: str, run_config: Dict[str, Any], group: Optio
     return loggers
 
 
+def log_lines_once() -> None:
+    """The ``lightning`` package gives its logger a console handler of its own and still propagates to the root
+    logger, which Hydra has given a console (and a file) handler: every Lightning INFO line came out twice. Once
+    Hydra has configured logging, Lightning's lines go through Hydra's handlers only. A DDP child or a further
+    Slurm task logs the harness's warnings only (rank 0 prints its INFO lines)."""
+    import lightning  # noqa: F401  (adds its handler on import)
+
+    from tl_lightning.rundir import launched_rank
+
+    if logging.getLogger().handlers:
+        own = logging.getLogger("lightning")
+        for handler in list(own.handlers):
+            own.removeHandler(handler)
+    if launched_rank() > 0:
+        logging.getLogger("tl_lightning").setLevel(logging.WARNING)
+
+
 def finish_wandb() -> None:
     """Close the active W&B run (if any) so the next multirun job starts a new one."""
     import sys

@@ -33,3 +33,14 @@ class StageMetrics(nn.Module):
         self.scalars.reset()
         self.per_class.reset()
         self.confusion.reset()
+
+
+def log_stage_end(module, metrics: StageMetrics, class_names, present=None) -> None:
+    """At the end of an evaluation epoch: log the stage's scalars and per-class accuracy (of the classes in
+    ``present`` only, when given: data that holds a subset of the model's classes), then reset."""
+    module.log_dict(metrics.scalars.compute(), sync_dist=False, prog_bar=True)
+    per_class = metrics.per_class.compute()
+    for i, (name, value) in enumerate(zip(class_names, per_class)):
+        if present is None or i in present:
+            module.log(f"{metrics.stage}/acc_class/{name}", value)
+    metrics.reset()

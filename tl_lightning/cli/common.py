@@ -1,0 +1,63 @@
+"""What every Hydra entry point shares: one ``error:`` line and exit status 2 for a user mistake (1 for a failed
+write or check), tracebacks only with HYDRA_FULL_ERROR=1, Ctrl-C outside training as one line."""
+
+import functools
+import os
+import sys
+from typing import Any, Callable, Optional
+
+from omegaconf import DictConfig
+
+from tl_lightning.config import CONFIG_DIR
+from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError, one_line
+
+TRACEBACK_ENV = "TL_USER_FULL_ERROR"  # the user's own HYDRA_FULL_ERROR, which run_app overrides
+
+
+def exit_with(message: str, code: int = USER_ERROR_EXIT_CODE, label: str = "error") -> None:
+    print(f"{label}: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def tracebacks_wanted() -> bool:
+    return os.environ.get(TRACEBACK_ENV) == "1"
+
+
+def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """A task function whose user mistakes end the process with their one line (SystemExit passes through
+    Hydra's job runner, which would otherwise add lines of its own)."""
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except TLError as exc:
+            if tracebacks_wanted():
+                raise
+            exit_with(str(exc), exc.exit_code, exc.label)
+
+    return wrapped
+
+
+def run_app(config_name: str, task: Callable[[DictConfig], Any], after: Optional[Callable[[], None]] = None) -> None:
+    """Run ``task`` as the Hydra app of ``conf/<config_name>.yaml``."""
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    import tl_lightning.config.schema  # noqa: F401  registers the schemas the primary configs name
+
+    # setdefault: DDP child processes inherit the HYDRA_FULL_ERROR=1 set below, not the user's wish
+    os.environ.setdefault(TRACEBACK_ENV, os.environ.get("HYDRA_FULL_ERROR", ""))
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's multi-line report
+    hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(task)
+    try:
+        hydra_main()
+    except KeyboardInterrupt:  # Ctrl-C before training started (fit itself stops gracefully)
+        exit_with("interrupted (SIGINT) outside training; files written before are unchanged", 130, "stopped")
+    except (TLError, HydraException, OmegaConfBaseException) as exc:
+        if tracebacks_wanted():
+            raise
+        exit_with(one_line(exc), getattr(exc, "exit_code", USER_ERROR_EXIT_CODE))
+    if after is not None:
+        after()

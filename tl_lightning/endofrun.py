@@ -1,0 +1,63 @@
+"""The compact table a run prints when it ends: what it scored, where it wrote, what to run next."""
+
+import os
+import shlex
+from typing import Any, Dict, List, Optional, Tuple
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def _print(title: str, rows: List[Tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    import shutil
+
+    # a terminal's own width; 160 columns in a log file or pipe (rich would assume 80 and fold the commands)
+    Console(width=shutil.get_terminal_size((160, 24)).columns).print(table)
+
+
+def next_commands(ckpt: str) -> List[Tuple[str, str]]:
+    q = shlex.quote(f"ckpt_path={ckpt}")
+    return [("eval", f"python -m tl_lightning.eval {q}"),
+            ("predict", f"python -m tl_lightning.predict {q} input=<folder|file|glob> output=preds.csv"),
+            ("export", f"python -m tl_lightning.export {q} format=onnx")]
+
+
+def print_train_table(summary: Dict[str, Any], output_dir: str) -> None:
+    test, val = summary.get("test") or {}, summary.get("val") or {}
+    ckpt = summary.get("best_checkpoint") or ""
+    rows = [
+        ("test accuracy", _pct(test.get("test/acc"))),
+        ("test macro-F1", _pct(test.get("test/f1_macro"))),
+        (f"best {summary.get('optimized_metric', 'val')}",
+         "-" if summary.get("best_score") is None else f"{summary['best_score']:.4f} (epoch {summary.get('best_epoch', '-')})"),
+        ("wall time", f"{summary.get('wall_time_s', 0):.0f} s ({summary.get('epochs_run', 0)} epochs)"),
+        ("run dir", output_dir),
+        ("checkpoint", os.path.relpath(ckpt, output_dir) if ckpt else "none (checkpointing off)"),
+    ]
+    if not test and val:
+        rows[0] = ("val accuracy", _pct(val.get("val/acc")))
+    _print(f"{summary.get('strategy')} | {summary.get('backbone')} | {summary.get('dataset')} "
+           f"| {summary.get('samples_per_class') or 'all'} per class | seed {summary.get('seed')}",
+           rows + (next_commands(ckpt) if ckpt else []))
+
+
+def print_eval_table(summary: Dict[str, Any], output_dir: str) -> None:
+    test = summary.get("test") or {}
+    _print(f"eval | {summary['trained']['backbone']} ({summary['trained']['strategy']}) on {summary['dataset']} "
+           f"[{summary['split']}]", [
+               ("accuracy", _pct(test.get("test/acc"))),
+               ("macro-F1", _pct(test.get("test/f1_macro"))),
+               ("samples", f"{summary['samples']} of {len(summary['classes_in_data'])} classes"),
+               ("wall time", f"{summary['wall_time_s']:.0f} s"),
+               ("summary", os.path.join(output_dir, "summary_eval.json")),
+           ])
+
