@@ -72,13 +72,21 @@ CONF
 }
 
 start() {
+    local fresh=0
     pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
-    pgrep -x slurmctld >/dev/null || slurmctld
+    pgrep -x slurmctld >/dev/null || { slurmctld; fresh=1; }
     pgrep -x slurmd >/dev/null || slurmd
     for _ in $(seq 1 30); do
         state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
         case "$state" in
-            idle*|mixed*|allocated*) echo "slurm_local.sh: node $NODE is $state ($CPUS CPUs, ${MEM_MB} MB)"; return 0 ;;
+            idle*|mixed*|allocated*)
+                if [ "$fresh" = 1 ] && [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
+                    # a controller started now restores its saved jobs; their processes ended with the
+                    # daemons that ran them, yet they would hold the node's CPUs until their time limit
+                    echo "slurm_local.sh: cancelling jobs left by an earlier run: $(squeue -h -o %i | tr '\n' ' ')"
+                    scancel --user=root >/dev/null 2>&1 || true
+                fi
+                echo "slurm_local.sh: node $NODE is $state ($CPUS CPUs, ${MEM_MB} MB)"; return 0 ;;
             down*|drain*) scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true ;;
         esac
         sleep 1

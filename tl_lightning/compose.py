@@ -9,8 +9,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tl_lightning.config import CONFIG_DIR
 
 
-def compose_config(overrides: Sequence[str] = (), output_dir: str = ".", validate: bool = True) -> DictConfig:
-    """The config train.py would build for these overrides (validated unless asked not to), run dir = output_dir."""
+def compose_config(overrides: Sequence[str] = (), output_dir: str = ".", validate: bool = True,
+                   config_name: str = "train") -> DictConfig:
+    """The config train.py would build for these overrides (validated unless asked not to), run dir = output_dir.
+    ``config_name`` picks another primary config (eval, predict, export: never validated here, their tasks do)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -20,10 +22,10 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str = ".", validat
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         try:
-            cfg = compose("train", overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True)
+            cfg = compose(config_name, overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as exc:  # what train.py prints as its one line
             raise ConfigError(one_line(exc)) from None
-    return task_config(cfg, str(output_dir), validate)
+    return task_config(cfg, str(output_dir), validate and config_name == "train")
 
 
 def task_config(cfg: DictConfig, output_dir: str, validate: bool = True) -> DictConfig:

@@ -13,7 +13,7 @@ def _print(title: str, rows: List[Tuple[str, str]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in rows:
@@ -21,7 +21,9 @@ def _print(title: str, rows: List[Tuple[str, str]]) -> None:
     import shutil
 
     # a terminal's own width; 160 columns in a log file or pipe (rich would assume 80 and fold the commands)
-    Console(width=shutil.get_terminal_size((160, 24)).columns).print(table)
+    console = Console(width=shutil.get_terminal_size((160, 24)).columns)
+    console.print(title, style="bold", highlight=False)
+    console.print(table)
 
 
 def next_commands(ckpt: str) -> List[Tuple[str, str]]:
@@ -61,3 +63,19 @@ def print_eval_table(summary: Dict[str, Any], output_dir: str) -> None:
                ("summary", os.path.join(output_dir, "summary_eval.json")),
            ])
 
+
+
+def print_export_table(report: Dict[str, Any]) -> None:
+    rows = [("file", f"{report['path']} ({report['bytes'] / 1e6:.1f} MB)"), ("checked on", report["verified_on"])]
+    for size, result in report["parity"].items():
+        rows.append((f"batch {size}", f"max |logit diff| {result['max_abs_diff']:.2e}, "
+                                      f"top-1 agreement {result['top1_agreement']:.1%}"))
+    if "int8" in report:
+        int8 = report["int8"]
+        first = next(iter(int8["parity"].values()))
+        acc = (f", accuracy {first['accuracy_exported']:.1%} vs fp32 {first['accuracy_pytorch']:.1%}"
+               if "accuracy_exported" in first else "")
+        rows.append(("int8", f"{int8['path']} ({int8['bytes'] / 1e6:.1f} MB): top-1 agreement "
+                             f"{first['top1_agreement']:.1%}{acc}"))
+    rows.append(("report", os.path.join(os.path.dirname(report["path"]), "export.json")))
+    _print(f"export {report['format']}: {'verified' if report['passed'] else 'FAILED the parity check'}", rows)

@@ -91,6 +91,11 @@ def _part(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor
 
 
 def _load_part(target: nn.Module, weights: Dict[str, torch.Tensor], what: str, path: str, key: str) -> None:
+    own = target.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items() if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise WeightsError(f"{key}: {path} does not fit its recorded {what} ({len(wrong)} tensors of another shape, "
+                           f"e.g. {wrong[0]})")
     missing, unexpected = target.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise WeightsError(f"{key}: {path} does not fit its recorded {what} (missing {len(missing)} keys, e.g. "

@@ -55,6 +55,8 @@ def validate_config(cfg: DictConfig) -> DictConfig:
 
 def validate_data(node) -> DictConfig:
     """A data node (a composed option, or a run's recorded data config) merged into its schema and checked."""
+    if not isinstance(node, DictConfig):
+        node = OmegaConf.create(node)
     name = OmegaConf.select(node, "name")
     options = group_options()["data"]
     if name not in options:
@@ -109,7 +111,7 @@ def check_choice(value, valid, key: str) -> None:
         raise ConfigError(f"config key '{key}': '{value}' is not valid; valid: {', '.join(valid)}")
 
 
-def _check_positive(value, key: str, allow_none: bool = True) -> None:
+def check_positive(value, key: str, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
     if value is None or value <= 0:
@@ -130,7 +132,7 @@ def _check_values(cfg: DictConfig) -> None:
     check_choice(cfg.scheduler.name, schema.SCHEDULERS, "scheduler.name")
     for key in ("model_checkpoint", "early_stopping"):
         check_choice(cfg.callbacks[key].mode, ("min", "max"), f"callbacks.{key}.mode")
-    _check_positive(cfg.strategy.lr, "strategy.lr", allow_none=False)
+    check_positive(cfg.strategy.lr, "strategy.lr", allow_none=False)
     if cfg.strategy.backbone_lr_mult < 0:
         raise ConfigError(f"config key 'strategy.backbone_lr_mult': must be >= 0 (0: the backbone does not move), "
                           f"got {cfg.strategy.backbone_lr_mult}")
@@ -221,10 +223,10 @@ def check_data(data: DictConfig) -> None:
     """The values of a data node (already merged into its schema) and the files it names."""
     if "augment" in data:
         check_choice(data.augment, schema.AUGMENT_PRESETS, "data.augment")
-        _check_positive(data.image_size, "data.image_size")
-    _check_positive(data.samples_per_class, "data.samples_per_class")
-    _check_positive(data.eval_per_class, "data.eval_per_class")
-    _check_positive(data.batch_size, "data.batch_size", allow_none=False)
+        check_positive(data.image_size, "data.image_size")
+    check_positive(data.samples_per_class, "data.samples_per_class")
+    check_positive(data.eval_per_class, "data.eval_per_class")
+    check_positive(data.batch_size, "data.batch_size", allow_none=False)
     if data.num_workers < 0:
         raise ConfigError(f"config key 'data.num_workers': must be >= 0 (0: load in the main process), "
                           f"got {data.num_workers}")
@@ -277,8 +279,8 @@ def _check_strategy(cfg: DictConfig) -> None:
                               "not onecycle")
     if st.name == "progressive":
         check_choice(st.schedule, schema.PROGRESSIVE_SCHEDULES, "strategy.schedule")
-        _check_positive(st.unfreeze_every, "strategy.unfreeze_every", allow_none=False)
-        _check_positive(st.groups_per_phase, "strategy.groups_per_phase", allow_none=False)
+        check_positive(st.unfreeze_every, "strategy.unfreeze_every", allow_none=False)
+        check_positive(st.groups_per_phase, "strategy.groups_per_phase", allow_none=False)
         if st.schedule == "phases" and not st.phases:
             raise ConfigError("strategy.schedule=phases needs strategy.phases: a list of "
                               "{groups: [layer groups or parameter regexes], lr, head_lr, max_epochs, patience}")
@@ -291,15 +293,15 @@ def _check_strategy(cfg: DictConfig) -> None:
     if st.name == "lp_ft":
         if st.lp_epochs is None and st.lp_patience is None:
             raise ConfigError("strategy=lp_ft needs strategy.lp_epochs or strategy.lp_patience to end the probe phase")
-        _check_positive(st.ft_lr, "strategy.ft_lr", allow_none=False)
-        _check_positive(st.ft_head_lr, "strategy.ft_head_lr")
+        check_positive(st.ft_lr, "strategy.ft_lr", allow_none=False)
+        check_positive(st.ft_head_lr, "strategy.ft_head_lr")
     if st.name == "ewc":
         check_choice(st.fisher_source, schema.FISHER_SOURCES, "strategy.fisher_source")
         if st.fisher_source == "source" and cfg.backbone.kind != "checkpoint":
             raise ConfigError("strategy.fisher_source=source needs backbone=checkpoint with a checkpoint made by this "
                               "harness (it records the source data config); use auto, target or uniform")
-        _check_positive(st.fisher_samples, "strategy.fisher_samples", allow_none=False)
-        _check_positive(st.fisher_batch_size, "strategy.fisher_batch_size", allow_none=False)
+        check_positive(st.fisher_samples, "strategy.fisher_samples", allow_none=False)
+        check_positive(st.fisher_batch_size, "strategy.fisher_batch_size", allow_none=False)
 
 
 def monitored_keys(cfg: DictConfig) -> Iterable[tuple]:

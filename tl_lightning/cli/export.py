@@ -1,0 +1,36 @@
+"""``python -m tl_lightning.export`` / ``tl-export``: a checkpoint to ONNX or TorchScript, checked against PyTorch
+(conf/export.yaml; tl_lightning/deploy/export.py)."""
+
+import logging
+
+from omegaconf import DictConfig
+
+from tl_lightning.cli.common import one_line_errors, run_app
+
+log = logging.getLogger("tl_lightning")
+
+
+@one_line_errors
+def task(cfg: DictConfig) -> None:
+    from tl_lightning.config.schema import EXPORT_FORMATS, ExportConf
+    from tl_lightning.config.validate import check_choice, check_positive, validate_tool_config
+    from tl_lightning.errors import ConfigError
+
+    cfg = validate_tool_config(cfg, ExportConf)
+    check_choice(cfg.format, EXPORT_FORMATS, "format")
+    check_choice(cfg.quantize, (None, "dynamic"), "quantize")
+    if cfg.quantize and cfg.format != "onnx":
+        raise ConfigError(f"quantize={cfg.quantize} is for format=onnx (onnxruntime's quantiser), not {cfg.format}")
+    check_positive(cfg.verify_samples, "verify_samples", allow_none=False)
+    if not cfg.verify_batch_sizes or min(cfg.verify_batch_sizes) < 1:
+        raise ConfigError(f"config key 'verify_batch_sizes': a list of batch sizes >= 1, got {list(cfg.verify_batch_sizes)}")
+
+    from tl_lightning.deploy.export import export
+    from tl_lightning.endofrun import print_export_table
+    from tl_lightning.inference import load
+
+    print_export_table(export(load(cfg.ckpt_path), cfg))
+
+
+def main() -> None:
+    run_app("export", task)
