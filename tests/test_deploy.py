@@ -22,19 +22,11 @@ def image_run(tmp_path_factory):
 
 
 def tool_config(name, overrides, output_dir):
+    """The eval/predict/export config for these overrides, checked as the command checks it."""
+    from tl_lightning.cli.common import tool_check
     from tl_lightning.compose import compose_config
-    from tl_lightning.config import schema
-    from tl_lightning.config.validate import validate_tool_config
 
-    cfg = compose_config(overrides, str(output_dir), config_name=name)
-    data = cfg.get("data")
-    if name == "eval":
-        cfg.data = None
-    cfg = validate_tool_config(cfg, {"eval": schema.EvalConf, "predict": schema.PredictConf,
-                                     "export": schema.ExportConf}[name])
-    if name == "eval":
-        cfg.data = data
-    return cfg
+    return tool_check(name)(compose_config(overrides, str(output_dir), config_name=name))
 
 
 def run_module(module, args, cwd=ROOT):
@@ -279,6 +271,7 @@ def test_entry_points_refuse_bad_input_in_one_line(image_run, tmp_path, module, 
     good = image_run[0] / "checkpoints" / "best.ckpt"
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good.read_bytes()[:5000])
+    args_in = " ".join(args)
     args = [a.format(plain=plain, good=good, truncated=truncated, tmp=tmp_path) for a in args]
     before = sorted(os.listdir(image_run[0]))
     proc = run_module(module, [*args, f"hydra.run.dir={tmp_path / 'out'}"])
@@ -286,6 +279,8 @@ def test_entry_points_refuse_bad_input_in_one_line(image_run, tmp_path, module, 
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
     assert sorted(os.listdir(image_run[0])) == before  # nothing written into the run
+    if "{plain}" not in args_in:  # refused before Hydra writes anything (the plain file is refused once read)
+        assert not (tmp_path / "out").exists()
 
 
 def test_in_chans_is_for_image_backbones_in_range(compose):

@@ -41,3 +41,8 @@ def test_installed_wheel_runs_its_console_script_outside_the_checkout(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 2 and "no summary.json" in report.stderr, report.stderr[-2000:]
     assert (target / "bin" / "tl-prefetch").is_file() and (target / "bin" / "tl-pixel-baseline").is_file()
+    for script, extra in (("tl-eval", []), ("tl-predict", ["input=x"]), ("tl-export", [])):  # their configs ship too
+        proc = subprocess.run([str(target / "bin" / script), f"ckpt_path={elsewhere / 'none.ckpt'}", *extra],
+                              cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "ckpt_path: no such file" in proc.stderr, (script, proc.stderr[-2000:])
+    assert os.listdir(elsewhere) == []  # a refused command writes nothing

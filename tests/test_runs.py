@@ -23,6 +23,19 @@ def finetune_run(tmp_path_factory):
     return run_dir, metrics, summary
 
 
+
+def test_one_learning_rate_per_schedule_and_the_best_epoch(finetune_run):
+    """lr/head and lr/backbone (the top backbone group) instead of one lr-AdamW/<group> per parameter group."""
+    run_dir, _, summary = finetune_run
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    rates = [h for h in header if h.startswith("lr")]
+    assert rates == ["lr/backbone", "lr/head"], rates
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    first = next(r for r in rows if r["lr/head"])
+    assert float(first["lr/head"]) > float(first["lr/backbone"]) > 0  # finetune: the backbone at backbone_lr_mult
+    best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert summary["best_epoch"] == best["epoch"]
+
 def test_run_writes_summary_checkpoints_pictures_and_resolved_config(finetune_run):
     run_dir, metrics, summary = finetune_run
     assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))

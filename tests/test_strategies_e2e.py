@@ -143,6 +143,9 @@ def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
     assert summary["strategy"] == strategy and summary["global_step"] == int(lines[-1].split("step=")[1])
     if strategy == "progressive":
         assert len(list((run / "wandb").glob("offline-run-*"))) == 1, "one W&B run, from rank 0"
+        output = proc.stdout + proc.stderr  # each line once: Lightning's, the harness's, the end-of-run table
+        assert output.count("`Trainer.fit` stopped") == 1 and output.count("summary in ") == 1, output[-3000:]
+        assert proc.stdout.count("test accuracy") == 1 and "python -m tl_lightning.export" in proc.stdout
     else:  # bn=freeze under DDP: BatchNorm affine parameters and statistics keep their initial values
         final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
         norm_weights = [k[: -len("running_var")] + "weight" for k in final if k.endswith("running_var")]

@@ -323,3 +323,40 @@ def test_killed_text_run_resumes_exactly_with_length_bucketing(tmp_path):
     assert a["global_step"] == b["global_step"] and a["test"] == b["test"] and a["val"] == b["val"]
     full_lines, cut_lines = _digests(full / "dg")["rank0.sha256"], _digests(cut / "dg")["rank0.sha256"]
     assert cut_lines[0].startswith("epoch=2") and cut_lines == full_lines[2:]
+
+
+def test_text_checkpoint_evaluates_predicts_a_csv_and_exports_with_its_tokenizer(text_run, tmp_path):
+    import csv
+    import json
+
+    import onnx
+
+    from tests.test_deploy import tool_config
+    from tl_lightning.deploy.evaluate import evaluate
+    from tl_lightning.deploy.export import export
+    from tl_lightning.deploy.predict import predict
+    from tl_lightning.inference import load
+
+    run_dir, _, summary = text_run
+    ckpt = str(run_dir / "checkpoints" / "best.ckpt")
+    cache = f"paths.cache_dir={run_dir.parent / 'cache'}"
+    result = evaluate(tool_config("eval", [f"ckpt_path={ckpt}", "logger=csv", "progress_bar=false", cache], tmp_path),
+                      str(tmp_path))
+    assert result["test"]["test/acc"] == pytest.approx(summary["test"]["test/acc"], abs=1e-6)
+
+    model = load(ckpt)
+    texts = tmp_path / "new.csv"
+    texts.write_text("id,body\n1,the quick brown fox\n2,\n3,pack my box with five dozen liquor jugs\n")
+    out = tmp_path / "preds.csv"
+    predict(model, str(texts), str(out), text_column="body", progress=False)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["input"] for r in rows] == [f"{texts}:2", f"{texts}:3", f"{texts}:4"]
+    assert all(r["predicted"] in model.class_names and r["error"] == "" for r in rows)
+
+    cfg = tool_config("export", [f"ckpt_path={ckpt}", f"output={tmp_path / 'text.onnx'}", "verify_samples=8",
+                                 "verify_batch_sizes=[1,4]", cache], tmp_path)
+    report = export(model, cfg)
+    assert report["passed"] and report["inputs"] == ["input_ids", "attention_mask"]
+    assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "text.onnx")).metadata_props}
+    assert json.loads(meta["tl_lightning.class_names"]) == model.class_names and meta["tl_lightning.max_length"] == "32"

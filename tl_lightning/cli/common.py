@@ -1,11 +1,14 @@
 """What every Hydra entry point shares: one ``error:`` line and exit status 2 for a user mistake (1 for a failed
 write or check), tracebacks only with HYDRA_FULL_ERROR=1, Ctrl-C outside training as one line."""
 
+import copy
 import functools
+import importlib
 import os
 import sys
 from typing import Any, Callable, Optional
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from tl_lightning.config import CONFIG_DIR
@@ -61,3 +64,31 @@ def run_app(config_name: str, task: Callable[[DictConfig], Any], after: Optional
         exit_with(one_line(exc), getattr(exc, "exit_code", USER_ERROR_EXIT_CODE))
     if after is not None:
         after()
+
+
+CHECKS = {"eval": "tl_lightning.cli.eval:check", "predict": "tl_lightning.cli.predict:check",
+          "export": "tl_lightning.cli.export:check"}
+
+
+def tool_check(task_name: str) -> Callable[[DictConfig], DictConfig]:
+    module, function = CHECKS[task_name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+class CheckToolConfig(Callback):
+    """eval/predict/export: the config is checked before Hydra creates the run dir or writes ``.hydra/``, so a
+    refused command leaves nothing behind."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from tl_lightning.compose import task_config
+
+        try:
+            # Hydra's node registered for ${hydra:...} (paths.*), as the task will see it; run_job registers it again
+            asked = task_config(copy.deepcopy(config), os.path.abspath(config.hydra.run.dir), validate=False)
+            tool_check(asked.task_name)(asked)
+        except TLError as exc:  # Hydra turns a callback's exception into a warning and goes on: stop here
+            if tracebacks_wanted():
+                import traceback
+
+                traceback.print_exc()
+            exit_with(str(exc), exc.exit_code)

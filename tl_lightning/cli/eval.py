@@ -21,25 +21,30 @@ def recorded_data_overrides(argv: List[str]) -> List[str]:
     return [f"+{a}" if a.startswith("data.") else a for a in argv]
 
 
+def check(cfg: DictConfig) -> DictConfig:
+    """The config merged into its schema and checked (its data once the checkpoint's recorded data is known)."""
+    from tl_lightning.config.schema import EVAL_SPLITS, EvalConf
+    from tl_lightning.config.validate import check_choice, validate_tool_config
+
+    data = cfg.data
+    cfg.data = None
+    cfg = validate_tool_config(cfg, EvalConf)
+    cfg.data = data
+    check_choice(cfg.split, EVAL_SPLITS, "split")
+    return cfg
+
+
 @one_line_errors
 def task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from tl_lightning.config.schema import EVAL_SPLITS, EvalConf
-    from tl_lightning.config.validate import check_choice, validate_tool_config
-
     hydra_cfg = HydraConfig.get()
-    data_choice = hydra_cfg.runtime.choices.get("data")
-    data = cfg.data
-    cfg.data = None  # checked once the checkpoint's recorded data is known
-    cfg = validate_tool_config(cfg, EvalConf)
-    cfg.data = data
-    check_choice(cfg.split, EVAL_SPLITS, "split")
+    cfg = check(cfg)
 
     from tl_lightning.deploy.evaluate import evaluate
     from tl_lightning.endofrun import print_eval_table
 
-    summary = evaluate(cfg, hydra_cfg.runtime.output_dir, data_choice)
+    summary = evaluate(cfg, hydra_cfg.runtime.output_dir, hydra_cfg.runtime.choices.get("data"))
     print_eval_table(summary, hydra_cfg.runtime.output_dir)
 
 

@@ -10,8 +10,7 @@ from tl_lightning.cli.common import one_line_errors, run_app
 log = logging.getLogger("tl_lightning")
 
 
-@one_line_errors
-def task(cfg: DictConfig) -> None:
+def check(cfg: DictConfig) -> DictConfig:
     from tl_lightning.config.schema import EXPORT_FORMATS, ExportConf
     from tl_lightning.config.validate import check_choice, check_positive, validate_tool_config
     from tl_lightning.errors import ConfigError
@@ -24,6 +23,12 @@ def task(cfg: DictConfig) -> None:
     check_positive(cfg.verify_samples, "verify_samples", allow_none=False)
     if not cfg.verify_batch_sizes or min(cfg.verify_batch_sizes) < 1:
         raise ConfigError(f"config key 'verify_batch_sizes': a list of batch sizes >= 1, got {list(cfg.verify_batch_sizes)}")
+    return cfg
+
+
+@one_line_errors
+def task(cfg: DictConfig) -> None:
+    cfg = check(cfg)
 
     from tl_lightning.deploy.export import export
     from tl_lightning.endofrun import print_export_table

@@ -1,23 +1,34 @@
 """``python -m tl_lightning.predict`` / ``tl-predict``: a checkpoint on new inputs (conf/predict.yaml;
 tl_lightning/deploy/predict.py)."""
 
+import glob
 import logging
+import os
 
 from omegaconf import DictConfig
 
 from tl_lightning.cli.common import one_line_errors, run_app
+from tl_lightning.errors import ConfigError
 
 log = logging.getLogger("tl_lightning")
 
 
-@one_line_errors
-def task(cfg: DictConfig) -> None:
+def check(cfg: DictConfig) -> DictConfig:
     from tl_lightning.config.schema import PredictConf
     from tl_lightning.config.validate import check_positive, validate_tool_config
 
     cfg = validate_tool_config(cfg, PredictConf)
     for key in ("top_k", "batch_size"):
         check_positive(cfg[key], key, allow_none=False)
+    if not (os.path.exists(cfg.input) or glob.has_magic(cfg.input)):
+        raise ConfigError(f"input: no such file or folder: {cfg.input} (a folder, a file, a glob such as "
+                          "'imgs/*.png', or a .csv/.tsv/.jsonl of texts)")
+    return cfg
+
+
+@one_line_errors
+def task(cfg: DictConfig) -> None:
+    cfg = check(cfg)
 
     from tl_lightning.deploy.predict import predict
     from tl_lightning.inference import load

@@ -372,7 +372,7 @@ class PredictConf(CheckpointTaskConf):
 class ExportConf(CheckpointTaskConf):
     format: str = "onnx"  # onnx | torchscript
     output: Optional[str] = None  # null: <the checkpoint's run dir>/export/<checkpoint name>.<onnx|pt>
-    quantize: Optional[str] = None  # null | dynamic (onnx only: int8 weights, onnxruntime's dynamic quantiser)
+    quantize: Optional[str] = None  # null | dynamic (onnx only: 8-bit weights per channel, onnxruntime's dynamic quantiser)
     opset: Optional[int] = None  # null: torch.onnx's default
     # the parity check: real samples of the checkpoint's test split (its recorded data), or random inputs
     # when that data cannot be read here
