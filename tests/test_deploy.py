@@ -290,3 +290,11 @@ def test_in_chans_is_for_image_backbones_in_range(compose):
         validate_config(compose(["data=fortunes", "backbone.in_chans=1"]))
     with pytest.raises(ConfigError, match="between 1 and 64"):
         validate_config(compose(["backbone.in_chans=0"]))
+
+
+def test_class_folders_match_class_names_that_a_folder_cannot_hold():
+    from tl_lightning.deploy.evaluate import class_mapping
+
+    assert class_mapping(["T-shirt-top", "Bag"], ["T-shirt/top", "Bag", "Coat"], "image_folder") == [0, 1]
+    with pytest.raises(DataError, match="does not know: T-shirt"):
+        class_mapping(["T-shirt", "Bag"], ["T-shirt/top", "Bag"], "image_folder")

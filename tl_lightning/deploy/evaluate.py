@@ -56,8 +56,16 @@ class EvalModule(L.LightningModule):
         log_stage_end(self, self.test_metrics, self.class_names, self.present)
 
 
+def folder_safe(name: str) -> str:
+    """A class name as a folder can hold it ("T-shirt/top" -> "T-shirt-top")."""
+    return name.replace("/", "-").replace("\\", "-")
+
+
 def class_mapping(data_names: List[str], model_names: List[str], data_name: str) -> List[int]:
-    """For each class of the data, its index among the model's classes (by name)."""
+    """For each class of the data, its index among the model's classes: by name, or by the folder-safe form of
+    the model's class name (a class folder cannot be called "T-shirt/top")."""
+    safe = {folder_safe(n): n for n in model_names}
+    data_names = [n if n in model_names else safe.get(n, n) for n in data_names]
     unknown = [n for n in data_names if n not in model_names]
     if unknown:
         shown = ", ".join(unknown[:8]) + (f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else "")
