@@ -9,7 +9,7 @@ import sys
 from typing import Any, Callable, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
 from tl_lightning.config import CONFIG_DIR
 from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError, one_line
@@ -75,6 +75,19 @@ def tool_check(task_name: str) -> Callable[[DictConfig], DictConfig]:
     return getattr(importlib.import_module(module), function)
 
 
+def registered_copy(config: DictConfig):
+    """(a copy of ``config`` whose Hydra node is registered, the absolute run dir) for a callback's
+    ``on_run_start``: Hydra has not set its node yet there, and ``${hydra:runtime.cwd}`` (paths.*, and through
+    them the default run dir) cannot resolve without it. run_job registers the node again later."""
+    from hydra.core.hydra_config import HydraConfig
+
+    config = copy.deepcopy(config)
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.runtime.cwd = os.getcwd()
+    HydraConfig.instance().set_config(config)
+    return config, os.path.abspath(config.hydra.run.dir)
+
+
 class CheckToolConfig(Callback):
     """eval/predict/export: the config is checked before Hydra creates the run dir or writes ``.hydra/``, so a
     refused command leaves nothing behind."""
@@ -83,8 +96,8 @@ class CheckToolConfig(Callback):
         from tl_lightning.compose import task_config
 
         try:
-            # Hydra's node registered for ${hydra:...} (paths.*), as the task will see it; run_job registers it again
-            asked = task_config(copy.deepcopy(config), os.path.abspath(config.hydra.run.dir), validate=False)
+            config, run_dir = registered_copy(config)
+            asked = task_config(config, run_dir, validate=False)
             tool_check(asked.task_name)(asked)
         except TLError as exc:  # Hydra turns a callback's exception into a warning and goes on: stop here
             if tracebacks_wanted():

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from tl_lightning.cli.common import TRACEBACK_ENV as _TRACEBACK_ENV
-from tl_lightning.cli.common import exit_with, run_app
+from tl_lightning.cli.common import exit_with, registered_copy, run_app
 from tl_lightning.config import group_options
 from tl_lightning.config.validate import validate_config
 from tl_lightning.errors import Interrupted, TLError
@@ -67,12 +67,12 @@ class CheckBeforeWriting(Callback):
         from tl_lightning.compose import task_config
         from tl_lightning.rundir import check_reuse, launched_rank, lock_run_dir, make_run_dir
 
-        run_dir = os.path.abspath(config.hydra.run.dir)
-        asked = copy.deepcopy(config)
-        with read_write(asked), open_dict(asked):
-            del asked["hydra"]
         try:
-            task_config(copy.deepcopy(config), run_dir)  # run_job registers Hydra's node again later
+            registered, run_dir = registered_copy(config)
+            asked = copy.deepcopy(registered)
+            with read_write(asked), open_dict(asked):
+                del asked["hydra"]
+            task_config(registered, run_dir)
             if launched_rank() > 0:  # a DDP child or a further Slurm task: rank 0 owns and has locked the dir
                 return
             if check_reuse(run_dir, asked):
