@@ -59,3 +59,18 @@ class SlowBatches(L.Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class SeenTargets(L.Callback):
+    """Writes the class ids of every training batch (one line per epoch) to ``path``."""
+
+    def __init__(self, path: str):
+        self.path, self.epoch = path, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.epoch += batch["target"].tolist()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        with open(self.path, "a") as fh:
+            fh.write(" ".join(map(str, self.epoch)) + "\n")
+        self.epoch = []

@@ -52,3 +52,15 @@ def test_report_skips_an_unreadable_summary_with_a_warning_naming_it(tmp_path, c
     assert f"warning: skipping {tmp_path / '2' / 'summary.json'}" in err
     assert f"warning: skipping {tmp_path / '3' / 'summary.json'}: not a run summary" in err
     assert "| b | d | finetune | 20 | 70.5 ± 0.7 | 2 |" in (tmp_path / "report.md").read_text()
+
+
+def test_report_reads_long_tail_accuracies(tmp_path):
+    for job, (loss, seed, tail) in enumerate((("ce", 0, 0.10), ("ce", 1, 0.20), ("focal", 0, 0.40), ("focal", 1, 0.50))):
+        write(tmp_path, job, "finetune", 100, seed, 0.7)
+        summary = json.loads((tmp_path / str(job) / "summary.json").read_text())
+        summary["long_tail"] = {"test_tail_acc": tail}
+        (tmp_path / str(job) / "summary.json").write_text(json.dumps(summary))
+        (tmp_path / str(job) / "config_resolved.yaml").write_text(f"loss:\n  name: {loss}\n")
+    assert main([str(tmp_path), "--metric", "long_tail/test_tail_acc", "--by", "loss.name"]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| b | d | finetune | 100 | ce | 15.0 ± 7.1 | 2 |" in text and "| focal | 45.0 ± 7.1 | 2 |" in text

@@ -117,7 +117,7 @@ class FeatureDataModule(L.LightningDataModule):
         cfg = self.source.cfg
         dataset = FeatureDataset(self.tensors, split)
         return DataLoader(dataset, batch_size=batch_size_for(cfg, split),
-                          **shuffle_kwargs(self, len(dataset), cfg.seed, shuffle))
+                          **shuffle_kwargs(self, len(dataset), cfg.seed, shuffle, dataset.target.numpy()))
 
     def train_dataloader(self):
         return self._loader("train", True)

@@ -22,12 +22,12 @@ from tl_lightning.strategies.base import Strategy
 class TransferModule(L.LightningModule):
     def __init__(self, backbone: Backbone, num_classes: int, strategy: Strategy, optimizer_cfg, scheduler_cfg, loss_cfg,
                  class_names: Optional[List[str]] = None, head_dropout: float = 0.0,
-                 run_config: Optional[Dict[str, Any]] = None):
+                 run_config: Optional[Dict[str, Any]] = None, class_counts: Optional[List[int]] = None):
         super().__init__()
         self.backbone = backbone
         self.head = build_head(backbone.feature_dim, num_classes, head_dropout)
         self.head_dropout = head_dropout
-        self.criterion = build_criterion(loss_cfg)
+        self.criterion = build_criterion(loss_cfg, class_counts)  # counts: training samples per class
         self.criterion_name = loss_cfg.name
         self.strategy = strategy
         self.optimizer_cfg = optimizer_cfg

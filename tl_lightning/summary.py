@@ -27,6 +27,24 @@ def strategy_summary(strategy) -> Dict[str, Any]:
     return info
 
 
+def long_tail(datamodule, metrics: Dict[str, float]) -> Any:
+    """With a long-tailed budget (data.imbalance): the head, middle and tail thirds of the classes by training
+    budget, and each third's mean test accuracy (None otherwise)."""
+    budget = datamodule.split_info.get("train_budget")
+    if not isinstance(budget, list):
+        return None
+    names = datamodule.class_names
+    order = sorted(range(len(names)), key=lambda c: -budget[c])  # most samples first
+    third = max(1, len(names) // 3)
+    parts = {"head": order[:third], "middle": order[third:len(names) - third], "tail": order[len(names) - third:]}
+    out: Dict[str, Any] = {}
+    for part, classes in parts.items():
+        accs = [metrics.get(f"test/acc_class/{names[c]}") for c in classes]
+        out[f"{part}_classes"] = [names[c] for c in classes]
+        out[f"test_{part}_acc"] = sum(accs) / len(accs) if accs and None not in accs else None
+    return out
+
+
 def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, counts, trainer, best_path: str,
                   metrics: Dict[str, float], start: float, resumed_from, started_at, feature_cache, source,
                   strategy_info, best_epoch=None) -> Dict[str, Any]:
@@ -54,6 +72,7 @@ def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, coun
         "val": {k: v for k, v in metrics.items() if k.startswith("val/") and "/acc_class/" not in k},
         "test": {k: v for k, v in metrics.items() if k.startswith("test/") and "/acc_class/" not in k},
         "test_per_class": {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/acc_class/")},
+        "long_tail": long_tail(datamodule, metrics),
         "wall_time_s": round(time.time() - start, 2),
         "resumed_from": resumed_from,
         "started_at": started_at,  # epoch and global step fit started from (> 0 after a resume)

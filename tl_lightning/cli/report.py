@@ -4,6 +4,7 @@
     python scripts/report.py <sweep dir> --metric test/f1_macro --out reports/
     python scripts/report.py logs/split_fashion/target --metric test/acc --metric source/forgetting
     python scripts/report.py logs/sweeps/fashion --metric best_score --by strategy.lr --by strategy.bn
+    python scripts/report.py logs/longtail --metric test/acc --metric long_tail/test_tail_acc --by loss.name --by data.sampler
 
 One row per (backbone, dataset, strategy, samples_per_class, and each --by config key read from the run's
 config_resolved.yaml): mean and standard deviation over seeds. The plot shows the first metric against the
@@ -47,13 +48,14 @@ def config_values(path: Path, keys):
 
 
 def metric_of(summary, metric: str):
-    """'val/...' and 'test/...' from those sections; 'source/<key>' (forgetting runs) from summary['source'];
+    """'val/...' and 'test/...' from those sections; 'source/<key>' (forgetting runs) and 'long_tail/<key>' from
+    those sections;
     'best_score': the best value of the run's optimized metric (what its best checkpoint was chosen by)."""
     if metric == "best_score":
         return summary.get("best_score")
     stage = metric.split("/")[0]
-    if stage == "source":
-        return (summary.get("source") or {}).get(metric.split("/", 1)[1])
+    if stage in ("source", "long_tail"):  # forgetting runs; long-tailed budgets (test_head_acc, test_tail_acc)
+        return (summary.get(stage) or {}).get(metric.split("/", 1)[1])
     return summary.get(stage, {}).get(metric)
 
 

@@ -30,6 +30,21 @@ class BackboneConf:
 
 
 @dataclass
+class ImbalanceConf:
+    """A long-tailed labelled budget: class c gets ``samples_per_class * ratio ** (-rank_c / (C - 1))`` training
+    samples (at least 1), rank_c = c (order=fixed) or a permutation by the split seed (order=seed); or ``counts``,
+    one budget per class. Val and test stay as they are (balanced by data.eval_per_class)."""
+
+    ratio: Optional[float] = None  # head / tail budget (>= 1); null: no imbalance
+    order: str = "fixed"  # fixed (class 0 is the head) | seed (which classes are the tail follows data.seed)
+    counts: Optional[List[int]] = None  # an explicit budget per class, instead of ratio
+
+
+IMBALANCE_ORDERS = ("fixed", "seed")
+SAMPLERS = ("random", "balanced")
+
+
+@dataclass
 class DataConf:
     """What every dataset takes, whatever its modality."""
 
@@ -42,6 +57,10 @@ class DataConf:
     test_fraction: float = 0.2  # only for datasets without an official test split
     eval_per_class: Optional[int] = None  # cap on val and test samples per class
     classes: Optional[List[Any]] = None  # keep a subset of classes (ids or names)
+    imbalance: ImbalanceConf = field(default_factory=ImbalanceConf)
+    # random: each training sample once per epoch, shuffled; balanced: every class equally often (drawn with
+    # replacement by class weight; each DDP rank takes its own share of one stream seeded by seed and epoch)
+    sampler: str = "random"
     batch_size: int = 64  # per device
     eval_batch_size: Optional[int] = None
     num_workers: int = 0
@@ -168,7 +187,12 @@ class EWCConf(StrategyConf):
 @dataclass
 class LossConf:
     name: str = MISSING  # a criterion of tl_lightning/losses/criteria.py (the loss option sets it)
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # ce, class_balanced, logit_adjusted, balanced_softmax
+    # long-tail criteria (conf/loss/<name>.yaml sets what each uses):
+    weighting: str = "none"  # class_balanced, focal: none | inverse (1 / n_c) | effective ((1 - beta) / (1 - beta^n_c))
+    beta: float = 0.999  # effective number of samples (Cui et al. 2019)
+    gamma: float = 2.0  # focal
+    tau: float = 1.0  # logit_adjusted: logits + tau * log prior
     # extra terms added to the criterion: {<name>: {kind: <registered term kind>, ...}} (null switches one off)
     terms: Dict[str, Any] = field(default_factory=dict)
 

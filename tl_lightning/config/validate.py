@@ -141,6 +141,11 @@ def _check_values(cfg: DictConfig) -> None:
     _check_files(cfg)
     if not 0.0 <= cfg.backbone.head_dropout < 1.0:
         raise ConfigError(f"config key 'backbone.head_dropout': must be in [0, 1), got {cfg.backbone.head_dropout}")
+    check_choice(cfg.loss.weighting, ("none", "inverse", "effective"), "loss.weighting")
+    if not 0.0 < cfg.loss.beta < 1.0:
+        raise ConfigError(f"config key 'loss.beta': must be in (0, 1) (e.g. 0.999), got {cfg.loss.beta}")
+    if cfg.loss.gamma < 0:
+        raise ConfigError(f"config key 'loss.gamma': must be >= 0 (0: cross-entropy), got {cfg.loss.gamma}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
         raise ConfigError(f"config key 'loss.label_smoothing': must be in [0, 1), got {cfg.loss.label_smoothing}")
 
@@ -233,6 +238,19 @@ def check_data(data: DictConfig) -> None:
     for key in ("val_fraction", "test_fraction"):
         if not 0.0 < data[key] < 1.0:
             raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {data[key]}")
+    check_choice(data.sampler, schema.SAMPLERS, "data.sampler")
+    imbalance = data.imbalance
+    check_choice(imbalance.order, schema.IMBALANCE_ORDERS, "data.imbalance.order")
+    if imbalance.ratio is not None and imbalance.ratio < 1:
+        raise ConfigError(f"config key 'data.imbalance.ratio': the head class's budget over the tail's, >= 1 (1: "
+                          f"balanced), got {imbalance.ratio}")
+    if imbalance.ratio is not None and imbalance.counts is not None:
+        raise ConfigError("data.imbalance: give ratio (an exponential profile) or counts (one per class), not both")
+    if imbalance.counts is not None and (not imbalance.counts or min(imbalance.counts) < 1):
+        raise ConfigError(f"config key 'data.imbalance.counts': one budget >= 1 per class, got {list(imbalance.counts)}")
+    if imbalance.ratio is not None and data.samples_per_class is None:
+        raise ConfigError(f"data.imbalance.ratio needs data.samples_per_class (the head class's budget), e.g. "
+                          f"data.samples_per_class=100 data.imbalance.ratio={imbalance.ratio:g}")
     root = data.get("root")
     if data.name == "image_folder" and not root:
         raise ConfigError("data=image_folder needs data.root=<folder of class subfolders, or of train/ val/ test/>")

@@ -19,6 +19,7 @@ from tl_lightning.data.splits import (
     duplicate_free,
     fingerprint,
     label_map_for,
+    long_tail_budget,
     per_class_subset,
     stratified_split,
 )
@@ -98,9 +99,10 @@ class TransferDataModule(L.LightningDataModule):
         else:
             val_idx = kept_indices(raw.val)
         train_idx = pool
-        if cfg.samples_per_class is not None:
-            train_idx = per_class_subset(pool, labels(raw.train, pool), cfg.samples_per_class, cfg.seed,
-                                         self.class_names, "samples_per_class", strict=True)
+        budget = self.train_budget()
+        if budget is not None:
+            train_idx = per_class_subset(pool, labels(raw.train, pool), budget, cfg.seed, self.class_names,
+                                         "samples_per_class" if np.isscalar(budget) else "imbalance", strict=True)
         if cfg.eval_per_class is not None:
             val_idx = per_class_subset(val_idx, labels(val_source, val_idx), cfg.eval_per_class, cfg.seed + 2,
                                        self.class_names, "eval_per_class", strict=False)
@@ -120,6 +122,7 @@ class TransferDataModule(L.LightningDataModule):
             "dataset": self.name,
             "split_seed": cfg.seed,
             "samples_per_class": cfg.samples_per_class,
+            "train_budget": budget if budget is None or np.isscalar(budget) else list(budget),
             "kept_class_ids": kept,
             "sizes": {k: len(v) for k, v in self.datasets.items()},
             "class_counts": {k: class_counts(v.targets, self.num_classes) for k, v in self.datasets.items()},
@@ -127,6 +130,22 @@ class TransferDataModule(L.LightningDataModule):
         }
         if duplicates["removed"] or any(m is not None for m in unique):
             self.split_info["duplicates"] = duplicates  # only sources that can be checked (files) report it
+
+    def train_budget(self):
+        """Training samples per class: None (all), one int (data.samples_per_class), or one per class (a
+        long-tailed budget, data.imbalance)."""
+        cfg, imbalance = self.cfg, self.cfg.get("imbalance")
+        if imbalance is None or (imbalance.ratio is None and imbalance.counts is None):
+            return cfg.samples_per_class
+        if imbalance.counts is not None:
+            if len(imbalance.counts) != self.num_classes:
+                raise ConfigError(f"data.imbalance.counts has {len(imbalance.counts)} entries but data={self.name} has "
+                                  f"{self.num_classes} classes ({', '.join(self.class_names)}); give one per class")
+            return list(imbalance.counts)
+        if cfg.samples_per_class is None:
+            raise ConfigError("data.imbalance.ratio needs data.samples_per_class (the head class's budget), "
+                              f"e.g. data.samples_per_class=100 data.imbalance.ratio={imbalance.ratio}")
+        return long_tail_budget(cfg.samples_per_class, self.num_classes, imbalance.ratio, imbalance.order, cfg.seed)
 
     @property
     def train_is_deterministic(self) -> bool:
@@ -138,7 +157,7 @@ class TransferDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[split], batch_size=batch_size_for(cfg, split), num_workers=cfg.num_workers,
             pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0, collate_fn=self.preprocessing.collate,
-            **shuffle_kwargs(self, len(self.datasets[split]), cfg.seed, shuffle),
+            **shuffle_kwargs(self, len(self.datasets[split]), cfg.seed, shuffle, self.datasets[split].targets),
         )
 
     def plain_loader(self, split: str, batch_size: int, limit: Optional[int] = None) -> DataLoader:
@@ -190,15 +209,26 @@ class EpochShuffleSampler(Sampler):
         return iter(order)
 
 
-def shuffle_kwargs(datamodule, n: int, seed: int, shuffle: bool) -> Dict[str, Any]:
-    """Under DDP Lightning swaps shuffle=True for a DistributedSampler, which is already seeded per epoch."""
+def shuffle_kwargs(datamodule, n: int, seed: int, shuffle: bool, labels=None) -> Dict[str, Any]:
+    """Under DDP Lightning swaps shuffle=True for a DistributedSampler, which is already seeded per epoch.
+    ``labels`` (of the training split): data.sampler=balanced draws every class equally often."""
     if not shuffle:
         return {"shuffle": False}
     trainer = getattr(datamodule, "trainer", None)
+    if labels is not None and datamodule_cfg(datamodule).get("sampler", "random") == "balanced":
+        from tl_lightning.data.samplers import BalancedSampler
+
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return {"sampler": BalancedSampler(labels, seed, world, rank)}
     if trainer is not None and trainer.world_size > 1:
         return {"shuffle": True}
     sampler = EpochShuffleSampler(n, seed)
     return {"sampler": sampler, "generator": sampler.worker_seeds}
+
+
+def datamodule_cfg(datamodule):
+    """The data config of a datamodule (a cached-features datamodule: its source's)."""
+    return getattr(datamodule, "cfg", None) or datamodule.source.cfg
 
 
 def to_uint8(images: np.ndarray, max_value: float) -> np.ndarray:

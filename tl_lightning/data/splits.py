@@ -28,24 +28,25 @@ def stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, s
     return np.sort(rest), np.sort(held)
 
 
-def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int, seed: int,
+def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class, seed: int,
                      class_names: Sequence[str], what: str, strict: bool) -> np.ndarray:
-    """Draw ``per_class`` indices of each class by seed.
+    """Draw ``per_class`` indices of each class by seed (an int, or one count per class).
 
     strict: a class with fewer samples is an error (the labeled budget); otherwise the
     class keeps all it has (a cap on evaluation sets).
     """
     rng = np.random.default_rng(seed)
+    wanted = [per_class] * len(class_names) if np.isscalar(per_class) else list(per_class)
     chosen: List[np.ndarray] = []
     for c, name in enumerate(class_names):
         members = indices[labels == c]
-        if len(members) < per_class:
+        if len(members) < wanted[c]:
             if strict:
-                raise DataError(f"data.{what}={per_class} but class '{name}' has only {len(members)} training samples "
-                                f"(after the val split); use at most {len(members)}")
+                raise DataError(f"data.{what}: class '{name}' needs {wanted[c]} training samples but has only "
+                                f"{len(members)} (after the val split); use at most {len(members)}")
             chosen.append(members)
             continue
-        chosen.append(rng.choice(members, size=per_class, replace=False))
+        chosen.append(rng.choice(members, size=wanted[c], replace=False))
     return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
 
 
@@ -134,3 +135,10 @@ def duplicate_free(sources: Sequence, log) -> Tuple[List[Optional[np.ndarray]], 
         log.warning("%d exact duplicate sample(s) dropped (%d with conflicting labels: all their copies), e.g. %s",
                     removed, len(conflicting), "; ".join(examples))
     return masks, info
+
+
+def long_tail_budget(per_class: int, num_classes: int, ratio: float, order: str, seed: int) -> List[int]:
+    """Exponential profile: the class of rank r gets ``per_class * ratio ** (-r / (C - 1))`` (at least 1)."""
+    ranks = np.arange(num_classes) if order == "fixed" else np.argsort(np.random.default_rng(seed + 5).permutation(num_classes))
+    denominator = max(1, num_classes - 1)
+    return [max(1, int(round(per_class * ratio ** (-float(r) / denominator)))) for r in ranks]

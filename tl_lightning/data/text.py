@@ -165,7 +165,8 @@ class TextDataModule(TransferDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = getattr(self, "trainer", None)
-        if not self.cfg.get("bucketing", True) or (trainer is not None and trainer.world_size > 1):
+        if not self.cfg.get("bucketing", True) or (trainer is not None and trainer.world_size > 1) or \
+                self.cfg.get("sampler") == "balanced":
             return super().train_dataloader()  # under DDP: Lightning's DistributedSampler, shuffled per epoch
         sampler = BucketBatchSampler(self.lengths("train"), batch_size_for(self.cfg, "train"), self.cfg.seed)
         return DataLoader(self.datasets["train"], batch_sampler=sampler, num_workers=self.cfg.num_workers,

@@ -6,13 +6,15 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 
 class StageMetrics(nn.Module):
-    """Accuracy and macro-F1 (logged as scalars), per-class accuracy and a confusion matrix."""
+    """Accuracy, balanced accuracy (the mean of per-class recalls) and macro-F1 (logged as scalars), per-class
+    accuracy and a confusion matrix."""
 
     def __init__(self, stage: str, num_classes: int):
         super().__init__()
         self.stage = stage
         self.scalars = MetricCollection(
             {"acc": MulticlassAccuracy(num_classes, average="micro"),
+             "acc_balanced": MulticlassAccuracy(num_classes, average="macro"),  # mean per-class recall
              "f1_macro": MulticlassF1Score(num_classes, average="macro")},
             prefix=f"{stage}/",
         )
