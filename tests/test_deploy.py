@@ -256,16 +256,30 @@ def test_bad_checkpoints_are_one_line(image_run, tmp_path):
         from_checkpoint(ckpt, str(good))
 
 
+@pytest.mark.parametrize("name,args,message", [
+    ("eval", [], "config key 'ckpt_path' has no value"),
+    ("eval", ["ckpt_path={good}", "split=dev"], "config key 'split': 'dev' is not valid"),
+    ("predict", ["ckpt_path={good}", "input={tmp}/nothing"], "input: no such file or folder"),
+    ("predict", ["ckpt_path={good}", "input={tmp}", "top_k=0"], "config key 'top_k': must be a positive number"),
+    ("export", ["ckpt_path={good}", "format=tflite"], "config key 'format': 'tflite' is not valid"),
+    ("export", ["ckpt_path={good}", "format=torchscript", "quantize=dynamic"], "is for format=onnx"),
+    ("export", ["ckpt_path={good}", "verify_batch_sizes=[0]"], "a list of batch sizes >= 1"),
+])
+def test_config_mistakes_are_one_line(image_run, tmp_path, name, args, message):
+    good = image_run[0] / "checkpoints" / "best.ckpt"
+    with pytest.raises(ConfigError) as info:
+        tool_config(name, [a.format(good=good, tmp=tmp_path) for a in args], tmp_path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("module,args,message", [
     ("tl_lightning.eval", ["ckpt_path={plain}"], "is not a checkpoint written by tl-lightning"),
-    ("tl_lightning.eval", [], "config key 'ckpt_path' has no value"),
-    ("tl_lightning.eval", ["ckpt_path={good}", "split=dev"], "config key 'split': 'dev' is not valid"),
     ("tl_lightning.predict", ["ckpt_path={good}", "input={tmp}/nothing"], "input: no such file or folder"),
-    ("tl_lightning.export", ["ckpt_path={good}", "format=tflite"], "config key 'format': 'tflite' is not valid"),
-    ("tl_lightning.export", ["ckpt_path={good}", "format=torchscript", "quantize=dynamic"], "is for format=onnx"),
     ("tl_lightning.export", ["ckpt_path={truncated}"], "is not a readable checkpoint"),
 ])
 def test_entry_points_refuse_bad_input_in_one_line(image_run, tmp_path, module, args, message):
+    """The commands' contract: one error line, exit 2, nothing written into the run (and, for a mistake the check
+    before writing catches, no run dir of the command's own)."""
     plain = tmp_path / "plain.ckpt"
     torch.save({"weight": torch.zeros(2)}, plain)
     good = image_run[0] / "checkpoints" / "best.ckpt"
