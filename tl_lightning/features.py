@@ -37,8 +37,8 @@ def cache_key(backbone, datamodule) -> Dict[str, Any]:
         "version": 2,
         "architecture": backbone.arch,
         "weights": weights_hash(backbone),
-        "split": {k: datamodule.split_info[k] for k in ("dataset", "fingerprint", "sizes", "kept_class_ids",
-                                                         "samples_per_class")},
+        "split": {k: datamodule.split_info.get(k) for k in ("dataset", "fingerprint", "sizes", "kept_class_ids",
+                                                             "samples_per_class", "shortcut")},
         "transform": repr(datamodule.plain_loader("train", 1).dataset.transform),
     }
 
@@ -117,7 +117,8 @@ class FeatureDataModule(L.LightningDataModule):
         cfg = self.source.cfg
         dataset = FeatureDataset(self.tensors, split)
         return DataLoader(dataset, batch_size=batch_size_for(cfg, split),
-                          **shuffle_kwargs(self, len(dataset), cfg.seed, shuffle, dataset.target.numpy()))
+                          **shuffle_kwargs(self, len(dataset), cfg.seed, shuffle, dataset.target.numpy(),
+                                           dataset.group.numpy()))
 
     def train_dataloader(self):
         return self._loader("train", True)

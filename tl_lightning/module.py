@@ -22,12 +22,14 @@ from tl_lightning.strategies.base import Strategy
 class TransferModule(L.LightningModule):
     def __init__(self, backbone: Backbone, num_classes: int, strategy: Strategy, optimizer_cfg, scheduler_cfg, loss_cfg,
                  class_names: Optional[List[str]] = None, head_dropout: float = 0.0,
-                 run_config: Optional[Dict[str, Any]] = None, class_counts: Optional[List[int]] = None):
+                 run_config: Optional[Dict[str, Any]] = None, class_counts: Optional[List[int]] = None,
+                 group_names: Optional[List[str]] = None, group_counts: Optional[List[int]] = None):
         super().__init__()
         self.backbone = backbone
         self.head = build_head(backbone.feature_dim, num_classes, head_dropout)
         self.head_dropout = head_dropout
-        self.criterion = build_criterion(loss_cfg, class_counts)  # counts: training samples per class
+        # counts: training samples per class (and per group): what the long-tail and group-robust criteria weigh by
+        self.criterion = build_criterion(loss_cfg, class_counts, group_counts)
         self.criterion_name = loss_cfg.name
         self.strategy = strategy
         self.optimizer_cfg = optimizer_cfg
@@ -35,8 +37,8 @@ class TransferModule(L.LightningModule):
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.run_config = run_config or {}
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_metrics = StageMetrics("val", num_classes)
-        self.test_metrics = StageMetrics("test", num_classes)
+        self.val_metrics = StageMetrics("val", num_classes, group_names or ())
+        self.test_metrics = StageMetrics("test", num_classes, group_names or ())
         self.channels_last = False  # set by the trainer.channels_last switch
         self.features_input = False  # True: batches are cached backbone features (features.py)
         strategy.setup(self)
@@ -88,7 +90,7 @@ class TransferModule(L.LightningModule):
         logits = self(batch["inputs"])
         self.log(f"{metrics.stage}/loss", self.criterion(logits, batch["target"]), on_epoch=True, sync_dist=True,
                  prog_bar=True)
-        metrics.update(logits, batch["target"])
+        metrics.update(logits, batch["target"], batch.get("group"))
         return logits.detach()  # callbacks may look at the predictions (misclassified examples)
 
     def _eval_epoch_end(self, metrics: StageMetrics) -> None:

@@ -56,7 +56,9 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     run_config = OmegaConf.to_container(cfg, resolve=True)
     module = TransferModule(backbone, datamodule.num_classes, strategy, cfg.optimizer, cfg.scheduler, cfg.loss,
                             class_names=datamodule.class_names, head_dropout=cfg.backbone.head_dropout,
-                            run_config=run_config, class_counts=datamodule.split_info["class_counts"]["train"])
+                            run_config=run_config, class_counts=datamodule.split_info["class_counts"]["train"],
+                            group_names=datamodule.group_names,
+                            group_counts=(datamodule.split_info.get("groups") or {}).get("counts", {}).get("train"))
     check_metric_names(cfg, module.logged_metric_names())
     eval_batch = batch_size_for(cfg.data, "test")
     source = SourceEvaluation(backbone.source_task, backbone, cfg.paths.data_dir, eval_batch)

@@ -70,8 +70,9 @@ def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, coun
         "best_epoch": best_epoch,  # 0-based, as Lightning counts
         "optimized_metric": cfg.optimized_metric,
         "val": {k: v for k, v in metrics.items() if k.startswith("val/") and "/acc_class/" not in k},
-        "test": {k: v for k, v in metrics.items() if k.startswith("test/") and "/acc_class/" not in k},
+        "test": {k: v for k, v in metrics.items() if k.startswith("test/") and not ("/acc_class/" in k or "/acc_group/" in k)},
         "test_per_class": {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/acc_class/")},
+        "test_per_group": {k[len("test/acc_group/"):]: v for k, v in metrics.items() if k.startswith("test/acc_group/")},
         "long_tail": long_tail(datamodule, metrics),
         "wall_time_s": round(time.time() - start, 2),
         "resumed_from": resumed_from,

@@ -41,7 +41,7 @@ class ImbalanceConf:
 
 
 IMBALANCE_ORDERS = ("fixed", "seed")
-SAMPLERS = ("random", "balanced")
+SAMPLERS = ("random", "balanced", "group_balanced")
 
 
 @dataclass
@@ -59,7 +59,8 @@ class DataConf:
     classes: Optional[List[Any]] = None  # keep a subset of classes (ids or names)
     imbalance: ImbalanceConf = field(default_factory=ImbalanceConf)
     # random: each training sample once per epoch, shuffled; balanced: every class equally often (drawn with
-    # replacement by class weight; each DDP rank takes its own share of one stream seeded by seed and epoch)
+    # replacement by class weight; each DDP rank takes its own share of one stream seeded by seed and epoch);
+    # group_balanced: every group (data.shortcut's slices) equally often
     sampler: str = "random"
     batch_size: int = 64  # per device
     eval_batch_size: Optional[int] = None
@@ -71,11 +72,24 @@ AUGMENT_PRESETS = ("none", "basic", "strong")
 
 
 @dataclass
+class ShortcutConf:
+    """A spurious colour per class (tl_lightning/data/shortcut.py): in train and val it is the sample's class with
+    probability train_correlation, in test independent of the class. Groups: (class, aligned|conflicting)."""
+
+    kind: Optional[str] = None  # null (off) | tint (the image multiplied by the colour) | patch (a corner square)
+    train_correlation: float = 0.95
+
+
+SHORTCUT_KINDS = (None, "tint", "patch")
+
+
+@dataclass
 class ImageDataConf(DataConf):
     """Image datasets: the backbone's preprocessing resizes to image_size and augments."""
 
     image_size: Optional[int] = None  # input resolution; null = the backbone's native size
     augment: str = "basic"  # none | basic | strong
+    shortcut: ShortcutConf = field(default_factory=ShortcutConf)
 
 
 @dataclass
@@ -193,6 +207,8 @@ class LossConf:
     beta: float = 0.999  # effective number of samples (Cui et al. 2019)
     gamma: float = 2.0  # focal
     tau: float = 1.0  # logit_adjusted: logits + tau * log prior
+    eta: float = 0.01  # group_dro: step size of the group weights' exponentiated-gradient update
+    group_adjustment: float = 0.0  # group_dro: C in loss_g + C / sqrt(n_g) (Sagawa et al.'s generalisation adjustment)
     # extra terms added to the criterion: {<name>: {kind: <registered term kind>, ...}} (null switches one off)
     terms: Dict[str, Any] = field(default_factory=dict)
 

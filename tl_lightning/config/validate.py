@@ -108,7 +108,8 @@ def option_schema(group: str, node) -> type:
 
 def check_choice(value, valid, key: str) -> None:
     if value not in valid:
-        raise ConfigError(f"config key '{key}': '{value}' is not valid; valid: {', '.join(valid)}")
+        raise ConfigError(f"config key '{key}': '{value}' is not valid; valid: "
+                          f"{', '.join('null' if v is None else str(v) for v in valid)}")
 
 
 def check_positive(value, key: str, allow_none: bool = True) -> None:
@@ -144,6 +145,13 @@ def _check_values(cfg: DictConfig) -> None:
     check_choice(cfg.loss.weighting, ("none", "inverse", "effective"), "loss.weighting")
     if not 0.0 < cfg.loss.beta < 1.0:
         raise ConfigError(f"config key 'loss.beta': must be in (0, 1) (e.g. 0.999), got {cfg.loss.beta}")
+    if cfg.loss.name == "group_dro" and (cfg.data.get("shortcut") is None or cfg.data.shortcut.kind is None):
+        raise ConfigError("loss=group_dro needs groups in the data: data.shortcut.kind=tint|patch")
+    if cfg.data.sampler == "group_balanced" and (cfg.data.get("shortcut") is None or cfg.data.shortcut.kind is None):
+        raise ConfigError("data.sampler=group_balanced needs groups in the data: data.shortcut.kind=tint|patch "
+                          "(data.sampler=balanced balances classes)")
+    if cfg.loss.eta <= 0:
+        raise ConfigError(f"config key 'loss.eta': must be a positive number, got {cfg.loss.eta}")
     if cfg.loss.gamma < 0:
         raise ConfigError(f"config key 'loss.gamma': must be >= 0 (0: cross-entropy), got {cfg.loss.gamma}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
@@ -239,6 +247,11 @@ def check_data(data: DictConfig) -> None:
         if not 0.0 < data[key] < 1.0:
             raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {data[key]}")
     check_choice(data.sampler, schema.SAMPLERS, "data.sampler")
+    if "shortcut" in data:
+        check_choice(data.shortcut.kind, schema.SHORTCUT_KINDS, "data.shortcut.kind")
+        if not 0.0 <= data.shortcut.train_correlation <= 1.0:
+            raise ConfigError(f"config key 'data.shortcut.train_correlation': a probability in [0, 1], got "
+                              f"{data.shortcut.train_correlation}")
     imbalance = data.imbalance
     check_choice(imbalance.order, schema.IMBALANCE_ORDERS, "data.imbalance.order")
     if imbalance.ratio is not None and imbalance.ratio < 1:

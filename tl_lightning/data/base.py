@@ -55,6 +55,7 @@ class TransferDataModule(L.LightningDataModule):
         self.download_dir = download_dir  # where data.download=true puts files when data.root is unset
         self.datasets: Dict[str, SplitDataset] = {}
         self.class_names: List[str] = []
+        self.group_names: List[str] = []  # slice labels of batch["group"], when the data has groups
         self.split_info: Dict[str, Any] = {}
 
     def load(self) -> RawData:
@@ -130,6 +131,14 @@ class TransferDataModule(L.LightningDataModule):
         }
         if duplicates["removed"] or any(m is not None for m in unique):
             self.split_info["duplicates"] = duplicates  # only sources that can be checked (files) report it
+        shortcut = cfg.get("shortcut")
+        if shortcut is not None and shortcut.kind is not None:
+            from tl_lightning.data.shortcut import apply_shortcut, group_counts, group_names
+
+            self.split_info["shortcut"] = apply_shortcut(self.datasets, shortcut, self.num_classes, cfg.seed)
+            self.group_names = group_names(self.class_names)
+            self.split_info["groups"] = {"names": self.group_names,
+                                         "counts": group_counts(self.datasets, len(self.group_names))}
 
     def train_budget(self):
         """Training samples per class: None (all), one int (data.samples_per_class), or one per class (a
@@ -157,7 +166,8 @@ class TransferDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[split], batch_size=batch_size_for(cfg, split), num_workers=cfg.num_workers,
             pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0, collate_fn=self.preprocessing.collate,
-            **shuffle_kwargs(self, len(self.datasets[split]), cfg.seed, shuffle, self.datasets[split].targets),
+            **shuffle_kwargs(self, len(self.datasets[split]), cfg.seed, shuffle, self.datasets[split].targets,
+                             self.datasets[split].sample_groups),
         )
 
     def plain_loader(self, split: str, batch_size: int, limit: Optional[int] = None) -> DataLoader:
@@ -209,15 +219,22 @@ class EpochShuffleSampler(Sampler):
         return iter(order)
 
 
-def shuffle_kwargs(datamodule, n: int, seed: int, shuffle: bool, labels=None) -> Dict[str, Any]:
+def shuffle_kwargs(datamodule, n: int, seed: int, shuffle: bool, labels=None, groups=None) -> Dict[str, Any]:
     """Under DDP Lightning swaps shuffle=True for a DistributedSampler, which is already seeded per epoch.
-    ``labels`` (of the training split): data.sampler=balanced draws every class equally often."""
+    ``labels`` and ``groups`` (of the training split): data.sampler=balanced draws every class equally often,
+    group_balanced every group."""
     if not shuffle:
         return {"shuffle": False}
     trainer = getattr(datamodule, "trainer", None)
-    if labels is not None and datamodule_cfg(datamodule).get("sampler", "random") == "balanced":
+    sampler = datamodule_cfg(datamodule).get("sampler", "random")
+    if labels is not None and sampler in ("balanced", "group_balanced"):
         from tl_lightning.data.samplers import BalancedSampler
 
+        if sampler == "group_balanced":
+            if groups is None or not (np.asarray(groups) >= 0).all():
+                raise ConfigError("data.sampler=group_balanced needs a group for every training sample "
+                                  "(data.shortcut.kind=tint|patch); use data.sampler=balanced for classes")
+            labels = groups
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         return {"sampler": BalancedSampler(labels, seed, world, rank)}
     if trainer is not None and trainer.world_size > 1:

@@ -114,6 +114,11 @@ class SplitDataset(Dataset):
     def targets(self) -> np.ndarray:
         return self.label_map[self.source.targets[self.indices]]
 
+    @property
+    def sample_groups(self) -> Optional[np.ndarray]:
+        """The group of each sample of this split (None when the data has no groups)."""
+        return None if self.groups is None else self.groups[self.indices]
+
     def with_transform(self, transform, indices: Optional[np.ndarray] = None) -> "SplitDataset":
         return SplitDataset(self.source, self.indices if indices is None else indices, self.label_map, transform)
 

@@ -5,6 +5,7 @@ weighted by the inverse class frequency, or by the inverse effective number of s
 of Cui et al. 2019), ``focal`` (Lin et al. 2017: (1 - p_t)^gamma down-weights easy samples; optionally class
 weighted), ``logit_adjusted`` (Menon et al. 2021: cross-entropy on logits + tau * log prior; predictions stay the
 plain argmax) and ``balanced_softmax`` (Ren et al. 2020: logits + log n_c, the same as logit adjustment with tau 1).
+``group_dro`` weighs the data's groups (slices) instead: see ``GroupDRO``.
 """
 
 from typing import Callable, Dict, Optional, Sequence
@@ -63,6 +64,39 @@ class LogitAdjustedLoss(nn.Module):
         return F.cross_entropy(logits + self.offset, target, label_smoothing=self.label_smoothing)
 
 
+class GroupDRO(nn.Module):
+    """Group DRO (Sagawa et al. 2020): the loss is a weighted sum of per-group mean losses, the weights q updated
+    online by exponentiated gradient ascent, q_g <- q_g * exp(eta * (loss_g + C / sqrt(n_g))) then normalised, so
+    the worst groups get the weight. Called with the batch's groups in training (``uses_groups``); without groups
+    (validation, Fisher estimates) it is the plain mean cross-entropy. q is a buffer: kept in checkpoints."""
+
+    uses_groups = True
+
+    def __init__(self, num_groups: int, eta: float, adjustment: float = 0.0, group_counts=None):
+        super().__init__()
+        self.eta = eta
+        self.register_buffer("q", torch.full((num_groups,), 1.0 / num_groups))
+        n = torch.as_tensor(list(group_counts) if group_counts is not None else [1] * num_groups, dtype=torch.float32)
+        self.register_buffer("adjust", adjustment / n.clamp(min=1).sqrt(), persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, group: Optional[torch.Tensor] = None) -> torch.Tensor:
+        losses = F.cross_entropy(logits, target, reduction="none")
+        if group is None or not bool((group >= 0).any()):
+            return losses.mean()
+        known = group >= 0
+        g, losses = group[known], losses[known]
+        size = self.q.numel()
+        count = torch.bincount(g, minlength=size).float()
+        mean = torch.zeros(size, dtype=losses.dtype, device=losses.device).index_add(0, g, losses) / count.clamp(min=1)
+        present = count > 0
+        if self.training:
+            with torch.no_grad():
+                step = torch.where(present, self.eta * (mean.detach() + self.adjust), torch.zeros_like(mean))
+                q = self.q * torch.exp(step)
+                self.q.copy_(q / q.sum())
+        return (self.q * mean * present).sum() / (self.q * present).sum()
+
+
 def _needs_counts(name: str, counts) -> Sequence[int]:
     if counts is None:
         raise ConfigError(f"loss={name} needs the training split's class counts (none were given to it)")
@@ -92,15 +126,25 @@ def _balanced_softmax(cfg, counts=None) -> nn.Module:
     return LogitAdjustedLoss(_needs_counts("balanced_softmax", counts), 1.0, cfg.label_smoothing)
 
 
+def _group_dro(cfg, counts=None, group_counts=None) -> nn.Module:
+    if group_counts is None:
+        raise ConfigError("loss=group_dro needs groups in the data: data.shortcut.kind=tint|patch (or a data source "
+                          "with group labels)")
+    return GroupDRO(len(group_counts), cfg.eta, cfg.group_adjustment, group_counts)
+
+
 CRITERIA: Dict[str, Callable[..., nn.Module]] = {
     "ce": _cross_entropy, "class_balanced": _class_balanced, "focal": _focal, "logit_adjusted": _logit_adjusted,
-    "balanced_softmax": _balanced_softmax,
+    "balanced_softmax": _balanced_softmax, "group_dro": _group_dro,
 }
 
 
-def build_criterion(cfg, counts: Optional[Sequence[int]] = None) -> nn.Module:
+def build_criterion(cfg, counts: Optional[Sequence[int]] = None,
+                    group_counts: Optional[Sequence[int]] = None) -> nn.Module:
     """``criterion(logits, target)`` -> mean loss, for the ``loss`` config node ``cfg``; ``counts``: training
-    samples per class (the long-tail criteria need them)."""
+    samples per class (the long-tail criteria need them); ``group_counts``: per group (Group DRO)."""
     if cfg.name not in CRITERIA:
         raise unknown_name("loss", cfg.name, CRITERIA, "loss.name")
+    if cfg.name == "group_dro":
+        return _group_dro(cfg, counts, group_counts)
     return CRITERIA[cfg.name](cfg, counts)

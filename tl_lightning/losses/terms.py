@@ -53,7 +53,10 @@ def build_terms(terms_cfg) -> List[LossTerm]:
 
 def total_loss(criterion, terms: List[LossTerm], module, batch, logits) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """criterion + every term that answers; returns (loss, {part name: value}) for logging."""
-    loss = criterion(logits, batch["target"])
+    if getattr(criterion, "uses_groups", False):  # Group DRO weighs the batch's groups
+        loss = criterion(logits, batch["target"], batch.get("group"))
+    else:
+        loss = criterion(logits, batch["target"])
     parts = {"criterion": loss}
     for term in terms:
         value = term(module, batch, logits)

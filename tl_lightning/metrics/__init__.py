@@ -1,17 +1,40 @@
 """Classification metrics for one evaluation stage, all from torchmetrics."""
 
+import torch
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+
+class GroupAccuracy(Metric):
+    """Accuracy per group (slice) of the data; samples without a group (-1) are left out. Summed across ranks."""
+
+    def __init__(self, num_groups: int):
+        super().__init__()
+        self.num_groups = num_groups
+        self.add_state("correct", default=torch.zeros(num_groups), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.zeros(num_groups), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, group: torch.Tensor) -> None:
+        known = group >= 0
+        g = group[known]
+        self.correct += torch.bincount(g, weights=(preds[known] == target[known]).float(), minlength=self.num_groups)
+        self.total += torch.bincount(g, minlength=self.num_groups).float()
+
+    def compute(self) -> torch.Tensor:
+        """Per-group accuracy; NaN for a group with no sample."""
+        return self.correct / self.total
 
 
 class StageMetrics(nn.Module):
     """Accuracy, balanced accuracy (the mean of per-class recalls) and macro-F1 (logged as scalars), per-class
     accuracy and a confusion matrix."""
 
-    def __init__(self, stage: str, num_classes: int):
+    def __init__(self, stage: str, num_classes: int, group_names=()):
         super().__init__()
         self.stage = stage
+        self.group_names = list(group_names)
+        self.groups = GroupAccuracy(len(self.group_names)) if self.group_names else None
         self.scalars = MetricCollection(
             {"acc": MulticlassAccuracy(num_classes, average="micro"),
              "acc_balanced": MulticlassAccuracy(num_classes, average="macro"),  # mean per-class recall
@@ -22,25 +45,49 @@ class StageMetrics(nn.Module):
         self.confusion = MulticlassConfusionMatrix(num_classes)
 
     def names(self, class_names) -> set:
-        """The names this stage logs (scalars, loss, per-class accuracy)."""
-        return {*self.scalars.keys(), f"{self.stage}/loss", *(f"{self.stage}/acc_class/{c}" for c in class_names)}
+        """The names this stage logs (scalars, loss, per-class accuracy; with groups, the worst and mean group
+        accuracy and, in test, each group's)."""
+        names = {*self.scalars.keys(), f"{self.stage}/loss", *(f"{self.stage}/acc_class/{c}" for c in class_names)}
+        if self.groups is not None:
+            names |= {f"{self.stage}/worst_group_acc", f"{self.stage}/mean_group_acc"}
+            if self.stage == "test":
+                names |= {f"test/acc_group/{g}" for g in self.group_names}
+        return names
 
-    def update(self, logits, target) -> None:
+    def update(self, logits, target, group=None) -> None:
         preds = logits.argmax(dim=-1)
         self.scalars.update(preds, target)
         self.per_class.update(preds, target)
         self.confusion.update(preds, target)
+        if self.groups is not None and group is not None:
+            self.groups.update(preds, target, group)
+
+    def group_scalars(self) -> dict:
+        if self.groups is None:
+            return {}
+        acc = self.groups.compute()
+        seen = acc[~torch.isnan(acc)]
+        if not len(seen):
+            return {}
+        out = {f"{self.stage}/worst_group_acc": seen.min(), f"{self.stage}/mean_group_acc": seen.mean()}
+        if self.stage == "test":
+            out.update({f"test/acc_group/{g}": a for g, a in zip(self.group_names, acc) if not torch.isnan(a)})
+        return out
 
     def reset(self) -> None:
         self.scalars.reset()
         self.per_class.reset()
         self.confusion.reset()
+        if self.groups is not None:
+            self.groups.reset()
 
 
 def log_stage_end(module, metrics: StageMetrics, class_names, present=None) -> None:
     """At the end of an evaluation epoch: log the stage's scalars and per-class accuracy (of the classes in
     ``present`` only, when given: data that holds a subset of the model's classes), then reset."""
     module.log_dict(metrics.scalars.compute(), sync_dist=False, prog_bar=True)
+    for name, value in metrics.group_scalars().items():
+        module.log(name, value, prog_bar=name.endswith("worst_group_acc"))
     per_class = metrics.per_class.compute()
     for i, (name, value) in enumerate(zip(class_names, per_class)):
         if present is None or i in present:

@@ -1,0 +1,123 @@
+"""Groups (slices): the shortcut benchmark, group metrics, Group DRO and group-balanced sampling (issue: imbalance
+and fairness)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from tl_lightning.config.schema import LossConf
+from tl_lightning.data.shortcut import PALETTE, draw_colours
+from tl_lightning.errors import ConfigError
+from tl_lightning.losses import build_criterion
+from tl_lightning.metrics import StageMetrics
+
+
+@pytest.fixture(scope="module")
+def shortcut_data():
+    from tl_lightning.backbones.preprocessing import ImagePreprocessing, InputSpec
+    from tl_lightning.compose import compose_config
+    from tl_lightning.data import build_datamodule
+
+    cfg = compose_config(["data=synthetic", "data.per_class=60", "data.shortcut.kind=tint",
+                          "data.shortcut.train_correlation=0.9", "logger=csv"], "/tmp/unused")
+    dm = build_datamodule(cfg.data, ImagePreprocessing(InputSpec(size=32, mean=(0.5,) * 3, std=(0.5,) * 3)))
+    dm.setup("fit")
+    return dm
+
+
+def test_shortcut_colour_follows_the_class_in_train_and_not_in_test(shortcut_data):
+    dm = shortcut_data
+    share = dm.split_info["shortcut"]["aligned_share"]
+    assert 0.83 < share["train"] < 0.97 and 0.8 < share["val"] <= 1.0  # 0.9 by construction
+    assert share["test"] < 0.45  # independent of the class: 1/4 expected with 4 classes
+    assert dm.group_names[:2] == ["class0/aligned", "class0/conflicting"] and len(dm.group_names) == 8
+    train = dm.datasets["train"]
+    groups, labels = train.sample_groups, train.targets
+    assert np.array_equal(groups // 2, labels)  # group = 2 * class + conflicting
+    counts = dm.split_info["groups"]["counts"]
+    assert sum(counts["train"]) == len(train) and sum(counts["test"]) == len(dm.datasets["test"])
+    item = train[0]
+    assert item["group"] == groups[0]
+
+
+def test_tint_multiplies_the_image_by_the_samples_colour(shortcut_data):
+    train = shortcut_data.datasets["train"]
+    i = int(train.indices[0])
+    plain = np.asarray(train.source.source.sample(i), dtype=np.float32)
+    plain = plain if plain.ndim == 3 else np.repeat(plain[..., None], 3, axis=2)
+    tinted = train.source.sample(i).astype(np.float32)
+    colour = PALETTE[train.source.colour[i]]
+    assert np.abs(tinted - np.rint(plain * colour / 255)).max() <= 1.0
+
+
+def test_colours_drawn_with_the_asked_correlation():
+    labels = np.arange(10_000) % 5
+    aligned = np.mean(draw_colours(labels, 5, 0.7, seed=0) == labels)
+    assert abs(aligned - 0.7) < 0.02
+    independent = draw_colours(labels, 5, None, seed=0)
+    assert abs(np.mean(independent == labels) - 0.2) < 0.02
+    others = draw_colours(labels, 5, 0.0, seed=1)
+    assert not np.any(others == labels) and set(np.unique(others)) == set(range(5))
+
+
+def test_group_metrics_worst_and_mean():
+    metrics = StageMetrics("test", 2, ["a/aligned", "a/conflicting", "b/aligned", "b/conflicting"])
+    logits = torch.tensor([[2.0, 0], [2.0, 0], [0, 2.0], [0, 2.0], [2.0, 0], [0, 2.0]])
+    target = torch.tensor([0, 0, 1, 1, 1, 0])
+    group = torch.tensor([0, 0, 2, 2, 3, 1])  # groups 1 and 3: one sample each, both wrong
+    metrics.update(logits, target, group)
+    out = metrics.group_scalars()
+    assert float(out["test/worst_group_acc"]) == 0.0 and float(out["test/mean_group_acc"]) == 0.5
+    assert float(out["test/acc_group/a/aligned"]) == 1.0 and float(out["test/acc_group/b/conflicting"]) == 0.0
+    assert "test/worst_group_acc" in metrics.names(["a", "b"])
+
+
+def test_group_dro_weights_follow_the_exponentiated_gradient_by_hand():
+    cfg = OmegaConf.structured(LossConf)
+    cfg.name, cfg.eta = "group_dro", 0.5
+    dro = build_criterion(cfg, [10, 10], group_counts=[5, 5, 5, 5])
+    logits = torch.tensor([[1.0, 0.0], [0.2, 0.1], [0.0, 1.0], [1.0, -1.0]])
+    target = torch.tensor([0, 1, 1, 1])
+    group = torch.tensor([0, 1, 2, 3])
+    per = F.cross_entropy(logits, target, reduction="none")
+    q = torch.full((4,), 0.25) * torch.exp(0.5 * per)
+    q = q / q.sum()
+    loss = dro.train()(logits, target, group)
+    assert torch.allclose(dro.q, q) and float(loss) == pytest.approx(float((q * per).sum()), rel=1e-5)
+    before = dro.q.clone()
+    dro.eval()(logits, target, group)
+    assert torch.equal(dro.q, before)  # no update outside training
+    assert float(dro(logits, target)) == pytest.approx(float(per.mean()))  # no groups: the mean cross-entropy
+    assert "q" in dro.state_dict()  # kept in checkpoints: a resumed run continues with its weights
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["loss=group_dro"], "loss=group_dro needs groups in the data"),
+    (["data.sampler=group_balanced"], "data.sampler=group_balanced needs groups"),
+    (["data.shortcut.kind=stripes"], "'data.shortcut.kind': 'stripes' is not valid"),
+    (["data.shortcut.kind=tint", "data.shortcut.train_correlation=1.5"], "a probability in [0, 1]"),
+    (["data.shortcut.kind=tint", "loss=group_dro", "loss.eta=0"], "'loss.eta': must be a positive number"),
+])
+def test_group_mistakes_are_one_line(compose, overrides, message):
+    from tl_lightning.config.validate import validate_config
+
+    with pytest.raises(ConfigError) as info:
+        validate_config(compose(overrides))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_group_dro_and_group_sampling_run_and_report_groups(tmp_path):
+    from tests.conftest import tiny, train_inprocess
+
+    seen = tmp_path / "seen.txt"
+    args = tiny() + ["data.per_class=30", "data.shortcut.kind=patch", "loss=group_dro", "data.sampler=group_balanced",
+                     "strategy=ewc", "optimized_metric=val/worst_group_acc",
+                     f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenTargets, path: {seen}}}"]
+    metrics, summary = train_inprocess(args, tmp_path / "run")
+    assert "test/worst_group_acc" in summary["test"] and len(summary["test_per_group"]) >= 4
+    assert summary["optimized_metric"] == "val/worst_group_acc" and summary["best_score"] is not None
+    assert metrics["train/ewc"] >= 0  # Group DRO combines with a strategy's penalty
+    ckpt = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert "criterion.q" in ckpt["state_dict"]
