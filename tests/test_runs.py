@@ -160,3 +160,21 @@ def test_a_loss_term_registered_from_outside_combines_with_the_strategy_penalty(
         parts = float(row["train/ce"]) + float(row["train/ewc"]) + float(row["train/reg"])
         assert float(row["train/loss_epoch"]) == pytest.approx(parts, rel=1e-4)
         assert float(row["train/reg"]) > 0
+
+
+def test_best_epoch_is_the_first_epoch_of_a_tied_best_score():
+    """ModelCheckpoint keeps the earlier checkpoint on a tie (mode max saves on >): so does the best epoch."""
+    from types import SimpleNamespace
+
+    from tl_lightning.callbacks.best_epoch import BestEpoch
+
+    callback = BestEpoch()
+    for epoch, best in enumerate([0.5, 0.5, 0.7, 0.7, 0.7]):
+        trainer = SimpleNamespace(sanity_checking=False, current_epoch=epoch,
+                                  checkpoint_callback=SimpleNamespace(best_model_score=torch.tensor(best)))
+        callback.on_validation_end(trainer, None)
+        assert callback.epoch == (0 if epoch < 2 else 2)
+    restored = BestEpoch()
+    restored.load_state_dict(callback.state_dict())
+    restored.on_validation_end(trainer, None)  # the same best after a resume: still epoch 2
+    assert restored.epoch == 2

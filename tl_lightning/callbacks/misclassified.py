@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from tl_lightning.atomic import atomic_write
+from tl_lightning.callbacks.best_epoch import new_best
 
 COLUMNS = ("source", "text", "true", "predicted", "confidence")
 
@@ -25,6 +26,7 @@ class MisclassifiedExamples(L.Callback):
         self.max_rows = max_rows
         self.epoch_rows: List[Tuple[int, int, int, float]] = []
         self.best_rows: List[tuple] = []
+        self.best_score = None
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self.epoch_rows = []
@@ -39,10 +41,14 @@ class MisclassifiedExamples(L.Callback):
                             for k in wrong]
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        ckpt = trainer.checkpoint_callback  # runs before this callback: it has just decided about this epoch
-        improved = ckpt is None or ckpt.best_model_score is None or ckpt.current_score is None or \
-            bool(ckpt.current_score == ckpt.best_model_score)
-        if trainer.sanity_checking or not improved or not trainer.is_global_zero:
+        if trainer.sanity_checking:
+            return
+        if trainer.checkpoint_callback is not None:  # keep the rows of the epoch that made the best checkpoint
+            score = new_best(trainer, self.best_score)
+            if score is None:
+                return
+            self.best_score = score
+        if not trainer.is_global_zero:
             return
         data = getattr(trainer.datamodule, "source", trainer.datamodule)  # cached features: the text datamodule behind
         source = data.datasets["val"].source if hasattr(data, "datasets") else None
@@ -55,6 +61,12 @@ class MisclassifiedExamples(L.Callback):
         writer.writerow(COLUMNS)
         writer.writerows(self.best_rows)
         atomic_write(self.path, buffer.getvalue())
+
+    def state_dict(self):  # a resumed run compares with the best score before the interruption
+        return {"best_score": self.best_score}
+
+    def load_state_dict(self, state) -> None:
+        self.best_score = state.get("best_score")
 
     def on_fit_end(self, trainer, pl_module) -> None:
         for logger in trainer.loggers:
