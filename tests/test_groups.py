@@ -113,11 +113,60 @@ def test_group_dro_and_group_sampling_run_and_report_groups(tmp_path):
 
     seen = tmp_path / "seen.txt"
     args = tiny() + ["data.per_class=30", "data.shortcut.kind=patch", "loss=group_dro", "data.sampler=group_balanced",
-                     "strategy=ewc", "optimized_metric=val/worst_group_acc",
+                     "strategy=ewc", "optimized_metric=val/worst_group_acc", "callbacks.fairness.enabled=true",
+                     "callbacks.fairness.action=rollback",
                      f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenTargets, path: {seen}}}"]
     metrics, summary = train_inprocess(args, tmp_path / "run")
     assert "test/worst_group_acc" in summary["test"] and len(summary["test_per_group"]) >= 4
     assert summary["optimized_metric"] == "val/worst_group_acc" and summary["best_score"] is not None
     assert metrics["train/ewc"] >= 0  # Group DRO combines with a strategy's penalty
+    assert isinstance(summary["fairness_events"], list)  # the monitor ran (its actions: the scripted test above)
     ckpt = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
     assert "criterion.q" in ckpt["state_dict"]
+
+
+def scripted(monitor, values, module=None):
+    """Feed ``values`` to the monitor as one validation per epoch; returns the epochs where fit was told to stop."""
+    from types import SimpleNamespace
+
+    stops = []
+    for epoch, value in enumerate(values):
+        if module is not None:
+            with torch.no_grad():
+                module.weight.fill_(float(epoch))  # the weights tell which epoch they are from
+        trainer = SimpleNamespace(sanity_checking=False, current_epoch=epoch, should_stop=False, loggers=[],
+                                  global_step=epoch, callback_metrics={"val/worst_group_acc": torch.tensor(value)})
+        monitor.on_validation_end(trainer, module)
+        if trainer.should_stop:
+            stops.append(epoch)
+    return stops
+
+
+def test_fairness_monitor_warns_stops_and_rolls_back_on_a_scripted_sequence():
+    from tl_lightning.callbacks.fairness import FairnessMonitor
+
+    values = [0.30, 0.50, 0.47, 0.40, 0.38, 0.52, 0.40, 0.39]  # best 0.50 at epoch 1; 0.40, 0.38: > 0.05 below
+    warn = FairnessMonitor("val/worst_group_acc", margin=0.05, patience=2, action="warn")
+    assert scripted(warn, values) == [] and [e["epoch"] for e in warn.events] == [4, 7]
+    assert warn.events[0]["best"] == 0.50 and warn.events[1]["best_epoch"] == 5
+    stop = FairnessMonitor("val/worst_group_acc", margin=0.05, patience=2, action="stop")
+    assert scripted(stop, values) == [4, 7]
+    module = torch.nn.Linear(1, 1, bias=False)
+    rollback = FairnessMonitor("val/worst_group_acc", margin=0.05, patience=2, action="rollback")
+    assert scripted(rollback, values[:5], module) == []
+    assert rollback.events[0]["epoch"] == 4 and float(module.weight) == 1.0  # epoch 1's weights are back
+    gap = FairnessMonitor("val/worst_group_acc", mode="min", max_gap=0.1, patience=1, action="stop",
+                          margin=1.0)
+    assert scripted(gap, [0.05, 0.08, 0.12]) == [2]  # above max_gap once: patience 1
+
+
+def test_fairness_monitor_config_mistakes(compose):
+    from tl_lightning.config.validate import check_metric_names, validate_config
+
+    with pytest.raises(ConfigError, match="'callbacks.fairness.action': 'pause' is not valid"):
+        validate_config(compose(["callbacks.fairness.action=pause"]))
+    with pytest.raises(ConfigError, match="needs callbacks.fairness.mode=min"):
+        validate_config(compose(["callbacks.fairness.max_gap=0.1"]))
+    cfg = validate_config(compose(["callbacks.fairness.enabled=true"]))
+    with pytest.raises(ConfigError, match="'callbacks.fairness.monitor': 'val/worst_group_acc' is not a metric"):
+        check_metric_names(cfg, {"val/acc", "val/loss"})  # data without groups logs no worst-group accuracy

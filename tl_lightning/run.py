@@ -116,6 +116,9 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
                                 counts=counts, trainer=trainer, best_path=best_path, metrics=metrics, start=start,
                                 resumed_from=ckpt_path, started_at=started.at, feature_cache=feature_cache,
                                 source=source_result, strategy_info=strategy_info, best_epoch=best_epoch.epoch)
+        monitors = [c for c in callbacks if type(c).__name__ == "FairnessMonitor"]
+        if monitors:
+            summary["fairness_events"] = monitors[0].events
         if trainer.is_global_zero:
             write_summary(output_dir, summary)
             atomic_write(os.path.join(output_dir, "config_resolved.yaml"), OmegaConf.to_yaml(cfg))

@@ -35,6 +35,12 @@ def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
     callbacks.append(RichProgressBar() if cfg.rich_progress_bar.enabled else TQDMProgressBar())
     if cfg.confusion_matrix.enabled:
         callbacks.append(ConfusionMatrixPlot(output_dir))
+    fairness = cfg.get("fairness")
+    if fairness is not None and fairness.enabled:
+        from tl_lightning.callbacks.fairness import FairnessMonitor
+
+        callbacks.append(FairnessMonitor(fairness.monitor, fairness.mode, fairness.max_gap, fairness.margin,
+                                         fairness.patience, fairness.action, fairness.after_rollback))
     for node in (cfg.extra or {}).values():
         if node is not None:
             callbacks.append(instantiate(node))

@@ -330,12 +330,30 @@ class LrMonitorConf:
 
 
 @dataclass
+class FairnessMonitorConf:
+    """Watches a slice metric on validation (tl_lightning/callbacks/fairness.py) and acts when it degrades."""
+
+    enabled: bool = False
+    monitor: str = "val/worst_group_acc"
+    mode: str = "max"  # max: higher is better (an accuracy); min: lower is better (a gap)
+    max_gap: Optional[float] = None  # mode=min: degraded while the value is above this
+    margin: float = 0.05  # degraded while the value is worse than the best seen by more than this
+    patience: int = 2  # consecutive degraded epochs before acting
+    action: str = "warn"  # warn | stop (end fit) | rollback (restore the weights of the best epoch by this metric)
+    after_rollback: str = "continue"  # continue | stop
+
+
+FAIRNESS_ACTIONS = ("warn", "stop", "rollback")
+
+
+@dataclass
 class CallbacksConf:
     model_checkpoint: ModelCheckpointConf = field(default_factory=ModelCheckpointConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     lr_monitor: LrMonitorConf = field(default_factory=LrMonitorConf)
     rich_progress_bar: SwitchConf = field(default_factory=SwitchConf)
     confusion_matrix: SwitchConf = field(default_factory=SwitchConf)
+    fairness: FairnessMonitorConf = field(default_factory=FairnessMonitorConf)
     # any further Lightning callbacks, each a {_target_: ..., ...} node
     extra: Dict[str, Any] = field(default_factory=dict)
 

@@ -131,8 +131,14 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'backbone.max_length': must be >= 8 tokens, got {cfg.backbone.max_length}")
     check_choice(cfg.optimizer.name, schema.OPTIMIZERS, "optimizer.name")
     check_choice(cfg.scheduler.name, schema.SCHEDULERS, "scheduler.name")
-    for key in ("model_checkpoint", "early_stopping"):
+    for key in ("model_checkpoint", "early_stopping", "fairness"):
         check_choice(cfg.callbacks[key].mode, ("min", "max"), f"callbacks.{key}.mode")
+    fairness = cfg.callbacks.fairness
+    check_choice(fairness.action, schema.FAIRNESS_ACTIONS, "callbacks.fairness.action")
+    check_choice(fairness.after_rollback, ("continue", "stop"), "callbacks.fairness.after_rollback")
+    check_positive(fairness.patience, "callbacks.fairness.patience", allow_none=False)
+    if fairness.max_gap is not None and fairness.mode != "min":
+        raise ConfigError("callbacks.fairness.max_gap bounds a gap (lower is better): it needs callbacks.fairness.mode=min")
     check_positive(cfg.strategy.lr, "strategy.lr", allow_none=False)
     if cfg.strategy.backbone_lr_mult < 0:
         raise ConfigError(f"config key 'strategy.backbone_lr_mult': must be >= 0 (0: the backbone does not move), "
@@ -344,6 +350,8 @@ def monitored_keys(cfg: DictConfig) -> Iterable[tuple]:
             yield f"callbacks.{key}.monitor", node.monitor
     if "monitor" in cfg.strategy:
         yield "strategy.monitor", cfg.strategy.monitor
+    if cfg.callbacks.fairness.enabled:
+        yield "callbacks.fairness.monitor", cfg.callbacks.fairness.monitor
 
 
 def check_metric_names(cfg: DictConfig, logged: Iterable[str]) -> None:
