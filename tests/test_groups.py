@@ -123,6 +123,13 @@ def test_group_dro_and_group_sampling_run_and_report_groups(tmp_path):
     assert isinstance(summary["fairness_events"], list)  # the monitor ran (its actions: the scripted test above)
     ckpt = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
     assert "criterion.q" in ckpt["state_dict"]
+    from tests.test_deploy import tool_config
+    from tl_lightning.deploy.evaluate import evaluate
+
+    again = evaluate(tool_config("eval", [f"ckpt_path={summary['best_checkpoint']}", "logger=csv", "progress_bar=false"],
+                                 tmp_path / "eval"), str(tmp_path / "eval"))
+    assert again["test"]["test/worst_group_acc"] == pytest.approx(summary["test"]["test/worst_group_acc"], abs=1e-6)
+    assert again["test_per_group"] == pytest.approx(summary["test_per_group"], abs=1e-6)  # the same colours drawn
 
 
 def scripted(monitor, values, module=None):

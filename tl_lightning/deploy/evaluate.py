@@ -32,13 +32,13 @@ log = logging.getLogger(__name__)
 class EvalModule(L.LightningModule):
     """The inference model in a test loop; data labels are mapped onto the model's classes (``target_map``)."""
 
-    def __init__(self, model: InferenceModel, target_map: List[int]):
+    def __init__(self, model: InferenceModel, target_map: List[int], group_names: List[str] = ()):
         super().__init__()
         self.model = model
         self.class_names = model.class_names
         self.register_buffer("target_map", torch.tensor(target_map, dtype=torch.long), persistent=False)
         self.present = set(target_map)
-        self.test_metrics = StageMetrics("test", len(model.class_names))
+        self.test_metrics = StageMetrics("test", len(model.class_names), group_names)  # groups: the data's slices
         self.channels_last = False
 
     def forward(self, inputs) -> torch.Tensor:
@@ -50,7 +50,7 @@ class EvalModule(L.LightningModule):
         logits = self(batch["inputs"])
         target = self.target_map[batch["target"]]
         self.log("test/loss", F.cross_entropy(logits, target), on_epoch=True, sync_dist=True, prog_bar=True)
-        self.test_metrics.update(logits, target)
+        self.test_metrics.update(logits, target, batch.get("group"))
 
     def on_test_epoch_end(self) -> None:
         log_stage_end(self, self.test_metrics, self.class_names, self.present)
@@ -111,7 +111,8 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
         dataset = datamodule.datasets[split].with_transform(model.preprocessing.transform(train=False))
     loader = DataLoader(dataset, batch_size=batch_size_for(data_cfg, "test"), shuffle=False,
                         num_workers=data_cfg.num_workers, collate_fn=model.preprocessing.collate)
-    module = EvalModule(model, class_mapping(datamodule.class_names, model.class_names, data_cfg.name))
+    module = EvalModule(model, class_mapping(datamodule.class_names, model.class_names, data_cfg.name),
+                        datamodule.group_names if split != "all" else [])
     if cfg.trainer.channels_last and datamodule.modality == "image":
         module.channels_last = True
         module.to(memory_format=torch.channels_last)
@@ -141,8 +142,9 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
         "class_names": model.class_names,
         "classes_in_data": datamodule.class_names,
         "split_info": datamodule.split_info,
-        "test": {k: v for k, v in metrics.items() if k.startswith("test/") and "/acc_class/" not in k},
+        "test": {k: v for k, v in metrics.items() if k.startswith("test/") and not ("/acc_class/" in k or "/acc_group/" in k)},
         "test_per_class": {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/acc_class/")},
+        "test_per_group": {k[len("test/acc_group/"):]: v for k, v in metrics.items() if k.startswith("test/acc_group/")},
         "samples": len(dataset),
         "wall_time_s": round(time.time() - start, 2),
     }
