@@ -142,6 +142,8 @@ def test_text_csv_tsv_jsonl_and_separate_files(minilm, tmp_path):
                      header=("review", "stars", "site"), delimiter="\t")
     dm = setup(prep, TextCsvDataConf, path=tsv, text_column="review", label_column="stars", group_column="site")
     assert set(dm.datasets["train"].groups.tolist()) == {0, 1}
+    groups = dm.split_info["groups"]  # a text CSV's group column gives slices, as the shortcut does for images
+    assert groups["names"] == ["a", "b"] and sum(map(sum, groups["counts"].values())) == 24
     jl = tmp_path / "r.jsonl"
     jl.write_text("\n".join(json.dumps({"text": t, "label": lab}) for t, lab in _rows()))
     assert setup(prep, TextCsvDataConf, path=str(jl)).class_names == ["neg", "pos"]

@@ -151,11 +151,14 @@ def _check_values(cfg: DictConfig) -> None:
     check_choice(cfg.loss.weighting, ("none", "inverse", "effective"), "loss.weighting")
     if not 0.0 < cfg.loss.beta < 1.0:
         raise ConfigError(f"config key 'loss.beta': must be in (0, 1) (e.g. 0.999), got {cfg.loss.beta}")
-    if cfg.loss.name == "group_dro" and (cfg.data.get("shortcut") is None or cfg.data.shortcut.kind is None):
-        raise ConfigError("loss=group_dro needs groups in the data: data.shortcut.kind=tint|patch")
-    if cfg.data.sampler == "group_balanced" and (cfg.data.get("shortcut") is None or cfg.data.shortcut.kind is None):
-        raise ConfigError("data.sampler=group_balanced needs groups in the data: data.shortcut.kind=tint|patch "
-                          "(data.sampler=balanced balances classes)")
+    has_groups = (cfg.data.get("shortcut") is not None and cfg.data.shortcut.kind is not None) or \
+        bool(cfg.data.get("group_column"))
+    if cfg.loss.name == "group_dro" and not has_groups:
+        raise ConfigError("loss=group_dro needs groups in the data: data.shortcut.kind=tint|patch for images, "
+                          "data.group_column=<column> for data=text_csv")
+    if cfg.data.sampler == "group_balanced" and not has_groups:
+        raise ConfigError("data.sampler=group_balanced needs groups in the data: data.shortcut.kind=tint|patch for "
+                          "images, data.group_column=<column> for data=text_csv (data.sampler=balanced balances classes)")
     if cfg.loss.eta <= 0:
         raise ConfigError(f"config key 'loss.eta': must be a positive number, got {cfg.loss.eta}")
     if cfg.loss.gamma < 0:

@@ -133,10 +133,13 @@ class TransferDataModule(L.LightningDataModule):
             self.split_info["duplicates"] = duplicates  # only sources that can be checked (files) report it
         shortcut = cfg.get("shortcut")
         if shortcut is not None and shortcut.kind is not None:
-            from tl_lightning.data.shortcut import apply_shortcut, group_counts, group_names
+            from tl_lightning.data.shortcut import apply_shortcut, group_names
 
             self.split_info["shortcut"] = apply_shortcut(self.datasets, shortcut, self.num_classes, cfg.seed)
             self.group_names = group_names(self.class_names)
+        if self.group_names:  # the shortcut's, or a source's own (text_csv's data.group_column)
+            from tl_lightning.data.shortcut import group_counts
+
             self.split_info["groups"] = {"names": self.group_names,
                                          "counts": group_counts(self.datasets, len(self.group_names))}
 

@@ -82,4 +82,9 @@ def apply_shortcut(datasets: Dict[str, Any], cfg, num_classes: int, seed: int) -
 
 
 def group_counts(datasets: Dict[str, Any], num_groups: int) -> Dict[str, List[int]]:
-    return {split: np.bincount(ds.groups[ds.indices], minlength=num_groups).tolist() for split, ds in datasets.items()}
+    """Samples per group in each split (samples without a group, -1, are not counted)."""
+    out = {}
+    for split, ds in datasets.items():
+        groups = ds.sample_groups if ds.sample_groups is not None else np.array([], dtype=np.int64)
+        out[split] = np.bincount(groups[groups >= 0], minlength=num_groups).tolist()
+    return out
