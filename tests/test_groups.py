@@ -177,3 +177,37 @@ def test_fairness_monitor_config_mistakes(compose):
     cfg = validate_config(compose(["callbacks.fairness.enabled=true"]))
     with pytest.raises(ConfigError, match="'callbacks.fairness.monitor': 'val/worst_group_acc' is not a metric"):
         check_metric_names(cfg, {"val/acc", "val/loss"})  # data without groups logs no worst-group accuracy
+
+
+def test_fairness_gaps_are_fairlearns_and_the_soft_terms_match_them_on_hard_predictions():
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    from tl_lightning.losses.fairness import gaps, soft_dp_gap, soft_eo_gap
+
+    rng = np.random.default_rng(0)
+    y_true, y_pred, attribute = rng.integers(0, 2, 200), rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    y_pred[attribute == 1] = 1  # attribute 1 is predicted positive far more often
+    out = gaps(y_true, y_pred, attribute, 2)
+    assert out["dp_gap"] == pytest.approx(demographic_parity_difference(y_true, y_pred, sensitive_features=attribute))
+    assert out["eo_gap"] == pytest.approx(equalized_odds_difference(y_true, y_pred, sensitive_features=attribute))
+    one_hot = F.one_hot(torch.as_tensor(y_pred), 2).float()  # the soft gaps on hard predictions
+    a, t = torch.as_tensor(attribute), torch.as_tensor(y_true)
+    assert float(soft_dp_gap(one_hot, a)) == pytest.approx(out["dp_gap"], abs=1e-6)
+    assert float(soft_eo_gap(one_hot, t, a)) == pytest.approx(out["eo_gap"], abs=1e-6)
+    # three classes: one against the rest, the largest gap (here class 2's selection rate: 0.5 vs 0.0)
+    y3 = np.array([0, 1, 2, 2, 0, 1, 2, 0])
+    p3 = np.array([2, 2, 2, 2, 0, 1, 0, 0])
+    a3 = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert gaps(y3, p3, a3, 3)["dp_gap"] == pytest.approx(1.0)
+    probs = torch.softmax(torch.randn(8, 3, requires_grad=True), -1)
+    soft_eo_gap(probs, torch.as_tensor(y3), torch.as_tensor(a3)).backward()  # differentiable
+
+
+def test_fairness_term_and_gap_metrics_in_a_run(tmp_path):
+    from tests.conftest import tiny, train_inprocess
+
+    args = tiny() + ["data.per_class=30", "data.shortcut.kind=tint", "+loss.terms.fair={kind: equalized_odds, weight: 0.5}"]
+    metrics, summary = train_inprocess(args, tmp_path / "run")
+    assert metrics["train/fair"] > 0  # logged under the term's name; a batch's soft gap is never exactly 0 here
+    assert 0.0 <= summary["test"]["test/dp_gap"] <= 1.0 and 0.0 <= summary["test"]["test/eo_gap"] <= 1.0
+    assert "val/eo_gap" in summary["val"]

@@ -23,7 +23,8 @@ class TransferModule(L.LightningModule):
     def __init__(self, backbone: Backbone, num_classes: int, strategy: Strategy, optimizer_cfg, scheduler_cfg, loss_cfg,
                  class_names: Optional[List[str]] = None, head_dropout: float = 0.0,
                  run_config: Optional[Dict[str, Any]] = None, class_counts: Optional[List[int]] = None,
-                 group_names: Optional[List[str]] = None, group_counts: Optional[List[int]] = None):
+                 group_names: Optional[List[str]] = None, group_counts: Optional[List[int]] = None,
+                 group_attribute: Optional[List[int]] = None):
         super().__init__()
         self.backbone = backbone
         self.head = build_head(backbone.feature_dim, num_classes, head_dropout)
@@ -37,8 +38,10 @@ class TransferModule(L.LightningModule):
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.run_config = run_config or {}
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_metrics = StageMetrics("val", num_classes, group_names or ())
-        self.test_metrics = StageMetrics("test", num_classes, group_names or ())
+        self.val_metrics = StageMetrics("val", num_classes, group_names or (), group_attribute)
+        self.test_metrics = StageMetrics("test", num_classes, group_names or (), group_attribute)
+        # the sensitive attribute of each group: what the fairness loss terms compare (tl_lightning/losses/fairness.py)
+        self.group_attribute = torch.as_tensor(group_attribute, dtype=torch.long) if group_attribute is not None else None
         self.channels_last = False  # set by the trainer.channels_last switch
         self.features_input = False  # True: batches are cached backbone features (features.py)
         strategy.setup(self)

@@ -23,6 +23,7 @@ from tl_lightning.data.base import batch_size_for
 from tl_lightning.errors import ConfigError, Interrupted
 from tl_lightning.features import FeatureDataModule, load_or_build
 from tl_lightning.loggers import build_loggers, finish_wandb, log_lines_once
+from tl_lightning.losses.fairness import attribute_of_groups
 from tl_lightning.module import TransferModule
 from tl_lightning.resume import RUN_IN_PROGRESS, GracefulStop, StartRecorder, resolve_resume
 from tl_lightning.source_eval import SourceEvaluation
@@ -58,6 +59,8 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
                             class_names=datamodule.class_names, head_dropout=cfg.backbone.head_dropout,
                             run_config=run_config, class_counts=datamodule.split_info["class_counts"]["train"],
                             group_names=datamodule.group_names,
+                            group_attribute=attribute_of_groups(datamodule.group_names, "shortcut" in datamodule.split_info)
+                            if datamodule.group_names else None,
                             group_counts=(datamodule.split_info.get("groups") or {}).get("counts", {}).get("train"))
     check_metric_names(cfg, module.logged_metric_names())
     eval_batch = batch_size_for(cfg.data, "test")

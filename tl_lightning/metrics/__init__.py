@@ -26,15 +26,47 @@ class GroupAccuracy(Metric):
         return self.correct / self.total
 
 
+class FairnessGaps(Metric):
+    """The epoch's predictions, targets and sensitive attribute (gathered across ranks), for fairlearn's
+    demographic parity and equalized odds differences (tl_lightning/losses/fairness.py)."""
+
+    def __init__(self, num_classes: int, attribute_of_group):
+        super().__init__()
+        self.num_classes = num_classes
+        self.register_buffer("attribute_of_group", torch.as_tensor(attribute_of_group, dtype=torch.long),
+                             persistent=False)
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+        self.add_state("attribute", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, group: torch.Tensor) -> None:
+        known = group >= 0
+        self.preds.append(preds[known])
+        self.target.append(target[known])
+        self.attribute.append(self.attribute_of_group.to(group.device)[group[known]])
+
+    def compute(self) -> dict:
+        from torchmetrics.utilities import dim_zero_cat
+
+        from tl_lightning.losses.fairness import gaps
+
+        if not self.preds:
+            return {}
+        return gaps(dim_zero_cat(self.target).cpu().numpy(), dim_zero_cat(self.preds).cpu().numpy(),
+                    dim_zero_cat(self.attribute).cpu().numpy(), self.num_classes)
+
+
 class StageMetrics(nn.Module):
     """Accuracy, balanced accuracy (the mean of per-class recalls) and macro-F1 (logged as scalars), per-class
     accuracy and a confusion matrix."""
 
-    def __init__(self, stage: str, num_classes: int, group_names=()):
+    def __init__(self, stage: str, num_classes: int, group_names=(), attribute_of_group=None):
         super().__init__()
         self.stage = stage
         self.group_names = list(group_names)
         self.groups = GroupAccuracy(len(self.group_names)) if self.group_names else None
+        self.gaps = FairnessGaps(num_classes, attribute_of_group) if self.group_names and attribute_of_group is not None \
+            else None
         self.scalars = MetricCollection(
             {"acc": MulticlassAccuracy(num_classes, average="micro"),
              "acc_balanced": MulticlassAccuracy(num_classes, average="macro"),  # mean per-class recall
@@ -50,6 +82,8 @@ class StageMetrics(nn.Module):
         names = {*self.scalars.keys(), f"{self.stage}/loss", *(f"{self.stage}/acc_class/{c}" for c in class_names)}
         if self.groups is not None:
             names |= {f"{self.stage}/worst_group_acc", f"{self.stage}/mean_group_acc"}
+            if self.gaps is not None:
+                names |= {f"{self.stage}/dp_gap", f"{self.stage}/eo_gap"}
             if self.stage == "test":
                 names |= {f"test/acc_group/{g}" for g in self.group_names}
         return names
@@ -61,6 +95,8 @@ class StageMetrics(nn.Module):
         self.confusion.update(preds, target)
         if self.groups is not None and group is not None:
             self.groups.update(preds, target, group)
+            if self.gaps is not None:
+                self.gaps.update(preds, target, group)
 
     def group_scalars(self) -> dict:
         if self.groups is None:
@@ -70,6 +106,8 @@ class StageMetrics(nn.Module):
         if not len(seen):
             return {}
         out = {f"{self.stage}/worst_group_acc": seen.min(), f"{self.stage}/mean_group_acc": seen.mean()}
+        if self.gaps is not None:
+            out.update({f"{self.stage}/{k}": torch.tensor(v) for k, v in self.gaps.compute().items()})
         if self.stage == "test":
             out.update({f"test/acc_group/{g}": a for g, a in zip(self.group_names, acc) if not torch.isnan(a)})
         return out
@@ -80,6 +118,8 @@ class StageMetrics(nn.Module):
         self.confusion.reset()
         if self.groups is not None:
             self.groups.reset()
+        if self.gaps is not None:
+            self.gaps.reset()
 
 
 def log_stage_end(module, metrics: StageMetrics, class_names, present=None) -> None:
