@@ -23,6 +23,7 @@ from tl_lightning.data.all_samples import all_samples
 from tl_lightning.data.base import batch_size_for
 from tl_lightning.errors import ConfigError, DataError
 from tl_lightning.inference import InferenceModel, load
+from tl_lightning.losses.fairness import attribute_of_groups
 from tl_lightning.metrics import StageMetrics, log_stage_end
 from tl_lightning.summary import scalar_metrics
 
@@ -32,13 +33,15 @@ log = logging.getLogger(__name__)
 class EvalModule(L.LightningModule):
     """The inference model in a test loop; data labels are mapped onto the model's classes (``target_map``)."""
 
-    def __init__(self, model: InferenceModel, target_map: List[int], group_names: List[str] = ()):
+    def __init__(self, model: InferenceModel, target_map: List[int], group_names: List[str] = (),
+                 group_attribute=None):
         super().__init__()
         self.model = model
         self.class_names = model.class_names
         self.register_buffer("target_map", torch.tensor(target_map, dtype=torch.long), persistent=False)
         self.present = set(target_map)
-        self.test_metrics = StageMetrics("test", len(model.class_names), group_names)  # groups: the data's slices
+        # groups: the data's slices; the attribute of each group: what the fairness gaps compare
+        self.test_metrics = StageMetrics("test", len(model.class_names), group_names, group_attribute)
         self.channels_last = False
 
     def forward(self, inputs) -> torch.Tensor:
@@ -111,8 +114,9 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
         dataset = datamodule.datasets[split].with_transform(model.preprocessing.transform(train=False))
     loader = DataLoader(dataset, batch_size=batch_size_for(data_cfg, "test"), shuffle=False,
                         num_workers=data_cfg.num_workers, collate_fn=model.preprocessing.collate)
-    module = EvalModule(model, class_mapping(datamodule.class_names, model.class_names, data_cfg.name),
-                        datamodule.group_names if split != "all" else [])
+    groups = datamodule.group_names if split != "all" else []
+    module = EvalModule(model, class_mapping(datamodule.class_names, model.class_names, data_cfg.name), groups,
+                        attribute_of_groups(groups, "shortcut" in datamodule.split_info) if groups else None)
     if cfg.trainer.channels_last and datamodule.modality == "image":
         module.channels_last = True
         module.to(memory_format=torch.channels_last)
