@@ -42,8 +42,10 @@ def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class, seed: i
         members = indices[labels == c]
         if len(members) < wanted[c]:
             if strict:
-                raise DataError(f"data.{what}: class '{name}' needs {wanted[c]} training samples but has only "
-                                f"{len(members)} (after the val split); use at most {len(members)}")
+                asked = f"data.{what}={per_class}" if np.isscalar(per_class) else \
+                    f"data.{what} gives class '{name}' {wanted[c]} samples,"
+                raise DataError(f"{asked} but class '{name}' has only {len(members)} training samples (after the val "
+                                f"split); use at most {len(members)}")
             chosen.append(members)
             continue
         chosen.append(rng.choice(members, size=wanted[c], replace=False))
