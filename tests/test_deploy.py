@@ -72,15 +72,20 @@ def test_eval_on_other_data_matches_classes_by_name(image_run, tmp_path):
         evaluate(cfg, str(tmp_path), data_choice="synthetic")
 
 
-def test_eval_command_overrides_recorded_data_and_prints_its_table(image_run, tmp_path):
+def test_eval_overrides_recorded_data_and_prints_its_table(image_run, tmp_path, capsys):
+    """`data.<key>=v` without `data=` becomes Hydra's `+data.<key>=v` (eval's main rewrites the command line)."""
+    from tl_lightning.cli.eval import recorded_data_overrides
+    from tl_lightning.deploy.evaluate import evaluate
+    from tl_lightning.endofrun import print_eval_table
+
     ckpt = image_run[0] / "checkpoints" / "best.ckpt"
-    out = tmp_path / "eval"
-    proc = run_module("tl_lightning.eval", [f"ckpt_path={ckpt}", "logger=csv", f"hydra.run.dir={out}",
-                                            "data.eval_batch_size=3", "split=val", "progress_bar=false"])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    written = json.loads((out / "summary_eval.json").read_text())
-    assert written["split"] == "val" and written["samples"] == image_run[1]["split"]["sizes"]["val"]
-    assert "accuracy" in proc.stdout and "summary_eval.json" in proc.stdout
+    argv = recorded_data_overrides([f"ckpt_path={ckpt}", "data.eval_batch_size=3", "split=val"])
+    assert argv[1] == "+data.eval_batch_size=3" and recorded_data_overrides(["data=synthetic", "data.x=1"])[1] == "data.x=1"
+    result = evaluate(tool_config("eval", [*argv, "logger=csv", "progress_bar=false"], tmp_path), str(tmp_path))
+    assert result["split"] == "val" and result["samples"] == image_run[1]["split"]["sizes"]["val"]
+    print_eval_table(result, str(tmp_path))
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "summary_eval.json" in out
 
 
 # ---------------------------------------------------------------- predict
