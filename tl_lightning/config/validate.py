@@ -35,22 +35,32 @@ def validate_config(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"config group '{group}' has no 'name'; choose one with {group}=<option>")
         if name not in options[group]:  # the option files and the code registries agree (tests/test_config.py)
             raise unknown_name(group, name, options[group], f"{group}.name")
-    try:
-        base = OmegaConf.structured(schema.TrainConf)
+    def base():
+        train = OmegaConf.structured(schema.TrainConf)
         for group in ("data", "strategy"):  # typed Any in TrainConf: each option brings its own schema
-            base[group] = OmegaConf.structured(option_schema(group, cfg[group]))
+            train[group] = OmegaConf.structured(option_schema(group, cfg[group]))
+        return train
+
+    merged = merge_into_schema(base, cfg)
+    _check_values(merged)
+    return merged
+
+
+def merge_into_schema(base, cfg, prefix: str = "", hints=None) -> DictConfig:
+    """``cfg`` merged into the schema node ``base()`` builds, resolved, with no missing value; every failure is a
+    ConfigError naming the key (``prefix`` + its path; ``hints``: key -> text added to a missing key's line)."""
+    try:
         # a plain copy: OmegaConf keeps the extra keys of a node that already has the schema's type (Hydra's
         # `+key=value` adds them even in struct mode), and the schemas must refuse them
-        merged = OmegaConf.merge(base, OmegaConf.to_container(cfg, resolve=False))
+        merged = OmegaConf.merge(base(), OmegaConf.to_container(cfg, resolve=False))
         OmegaConf.resolve(merged)
         missing = sorted(OmegaConf.missing_keys(merged))
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc)) from None
     if missing:
-        raise ConfigError(f"config key '{missing[0]}' has no value (it is mandatory)")
-    _check_values(merged)
+        raise ConfigError(f"config key '{prefix}{missing[0]}' has no value (it is mandatory)"
+                          + (hints or {}).get(missing[0], ""))
     return merged
-
 
 
 def validate_data(node) -> DictConfig:
@@ -61,14 +71,7 @@ def validate_data(node) -> DictConfig:
     options = group_options()["data"]
     if name not in options:
         raise unknown_name("dataset", str(name), options, "data.name")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(option_schema("data", node)), OmegaConf.to_container(node))
-        OmegaConf.resolve(merged)
-        missing = sorted(OmegaConf.missing_keys(merged))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(_describe(exc)) from None
-    if missing:
-        raise ConfigError(f"config key 'data.{missing[0]}' has no value (it is mandatory)")
+    merged = merge_into_schema(lambda: OmegaConf.structured(option_schema("data", node)), node, "data.")
     check_data(merged)
     return merged
 
@@ -76,19 +79,13 @@ def validate_data(node) -> DictConfig:
 def validate_tool_config(cfg: DictConfig, schema_type: type) -> DictConfig:
     """An eval/predict/export config merged into its schema and resolved (its ``data``, if any, stays as given:
     ``validate_data`` checks it once the checkpoint's recorded data is known)."""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema_type), OmegaConf.to_container(cfg, resolve=False))
-        OmegaConf.resolve(merged)
-        missing = sorted(OmegaConf.missing_keys(merged))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(_describe(exc)) from None
-    if missing:
-        raise ConfigError(f"config key '{missing[0]}' has no value (it is mandatory)"
-                          + ("; e.g. ckpt_path=<run dir>/checkpoints/best.ckpt" if missing[0] == "ckpt_path" else ""))
+    merged = merge_into_schema(lambda: OmegaConf.structured(schema_type), cfg, hints={
+        "ckpt_path": "; e.g. ckpt_path=<run dir>/checkpoints/best.ckpt"})
     check_file(merged.ckpt_path, "ckpt_path", checkpoint=True)
     if "trainer" in merged:
         _check_trainer(merged.trainer)
     return merged
+
 
 def option_schema(group: str, node) -> type:
     """The schema of a data/strategy node (or option name): its type, or the schema its option file names."""
