@@ -139,7 +139,7 @@ def test_start_up_errors_are_one_line_before_torch_is_imported(tmp_path, case):
 def _start(args, run_dir):
     cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *args]
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **TEST_ENV}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _wait_for(path, proc, timeout=240):
@@ -161,18 +161,20 @@ def _resume_command(stderr: str, run_dir) -> list:
 def test_concurrent_runs_signals_and_resume_lose_no_work(tmp_path):
     """A run is stopped by Ctrl-C, continued with the command it printed, stopped by SIGTERM, continued again;
     meanwhile a second run into the same dir is refused by the lock. The final run ends as an uninterrupted one
-    (every training step done once) and resumed from the checkpoint the signal saved."""
+    (every training step done once) and resumed from the checkpoint the signal saved. Signals go to the whole
+    process group, DataLoader worker included, as a terminal's Ctrl-C, `timeout` or Slurm send them."""
     import torch
 
     run_dir = tmp_path / "run"
     # 0.4 s per batch: a resumed run cannot finish before the test signals it, however fast the machine is
-    args = [*SMALL, "trainer.max_epochs=8", "+callbacks.extra.slow={_target_: tests.ddp_probe.SlowBatches, seconds: 0.4}"]
+    args = [*SMALL, "trainer.max_epochs=8", "data.num_workers=1",
+            "+callbacks.extra.slow={_target_: tests.ddp_probe.SlowBatches, seconds: 0.4}"]
     last = run_dir / "checkpoints" / "last.ckpt"
     first = _start(args, run_dir)
     _wait_for(last, first)
     second = run_train(args + ["resume=auto"], run_dir)  # the same run again, while the first one holds the dir
     assert_user_error(second, "is in use by process", f"process {first.pid} ")
-    first.send_signal(signal.SIGINT)
+    os.killpg(first.pid, signal.SIGINT)
     _, err = first.communicate(timeout=120)
     assert first.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "stopped: SIGINT at epoch" in err and f"saved {last}" in err
@@ -184,7 +186,7 @@ def test_concurrent_runs_signals_and_resume_lose_no_work(tmp_path):
     while torch.load(last, map_location="cpu", weights_only=True)["global_step"] <= step:  # a checkpoint of its own
         assert again.poll() is None and time.time() < deadline, again.stderr.read()[-3000:]
         time.sleep(0.3)
-    again.send_signal(signal.SIGTERM)
+    os.killpg(again.pid, signal.SIGTERM)
     _, err = again.communicate(timeout=120)
     assert again.returncode == 143, err[-3000:]
     assert "stopped: SIGTERM at epoch" in err and "resume=auto" in err

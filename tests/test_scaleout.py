@@ -33,4 +33,8 @@ def test_bench_gpu_script_runs_its_code_paths_on_cpu(capsys, monkeypatch):
                                       "--batch-size", "4", "--steps", "2", "--warmup", "1", "--classes", "5"])
     runpy.run_path(str(ROOT / "scripts" / "bench_gpu.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert "plain PyTorch loop:" in out and "% of plain" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "plain loop, bf16, channels_last", "plain loop, fp32, NCHW", "plain loop, bf16, NCHW",
+        "harness, bf16, channels_last", "plain loop, bf16, channels_last (again)"]
+    assert all(float(r.split("|")[2].replace(",", "")) > 0 for r in rows)

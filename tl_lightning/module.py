@@ -37,7 +37,9 @@ class TransferModule(L.LightningModule):
         self.scheduler_cfg = scheduler_cfg
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.run_config = run_config or {}
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # no per-batch validation (a GPU sync each step) and update() rather than forward() (no per-batch value
+        # to compute): train/acc is logged per epoch only
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_metrics = StageMetrics("val", num_classes, group_names or (), group_attribute)
         self.test_metrics = StageMetrics("test", num_classes, group_names or (), group_attribute)
         # the sensitive attribute of each group: what the fairness loss terms compare (tl_lightning/losses/fairness.py)
@@ -84,7 +86,7 @@ class TransferModule(L.LightningModule):
         loss, parts = total_loss(self.criterion, self.loss_terms, self, batch, logits)
         for name, value in parts.items():
             self.log(f"train/{self.criterion_name if name == 'criterion' else name}", value, on_step=False, on_epoch=True)
-        self.train_acc(logits.argmax(-1), batch["target"])
+        self.train_acc.update(logits.detach().argmax(-1), batch["target"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss

@@ -5,6 +5,7 @@ Subclasses provide raw samples (``load``); the backbone's preprocessing turns th
 """
 
 import logging
+import signal
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -169,6 +170,7 @@ class TransferDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[split], batch_size=batch_size_for(cfg, split), num_workers=cfg.num_workers,
             pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0, collate_fn=self.preprocessing.collate,
+            worker_init_fn=leave_stop_signals_to_main,
             **shuffle_kwargs(self, len(self.datasets[split]), cfg.seed, shuffle, self.datasets[split].targets,
                              self.datasets[split].sample_groups),
         )
@@ -182,7 +184,7 @@ class TransferDataModule(L.LightningDataModule):
             indices = ds.indices[np.sort(np.random.default_rng(self.cfg.seed + 4).permutation(len(ds))[:limit])]
         plain = ds.with_transform(self.preprocessing.transform(train=False), indices)
         return DataLoader(plain, batch_size=batch_size, shuffle=False, num_workers=self.cfg.num_workers,
-                          collate_fn=self.preprocessing.collate)
+                          collate_fn=self.preprocessing.collate, worker_init_fn=leave_stop_signals_to_main)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -192,6 +194,15 @@ class TransferDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def leave_stop_signals_to_main(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM and SIGINT. A signal sent to the whole process group (Ctrl-C in a
+    terminal, `timeout`, Slurm's time limit or preemption) would otherwise kill them mid-epoch, and the main
+    process, instead of stopping after the batch and saving last.ckpt, would fail with 'DataLoader worker is
+    killed by signal'. The main process shuts them down as usual; they also exit when it dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def batch_size_for(cfg, split: str) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from tl_lightning.data.base import RawData, TransferDataModule, batch_size_for
+from tl_lightning.data.base import RawData, TransferDataModule, batch_size_for, leave_stop_signals_to_main
 from tl_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,8 @@ class TextDataModule(TransferDataModule):
             return super().train_dataloader()  # under DDP: Lightning's DistributedSampler, shuffled per epoch
         sampler = BucketBatchSampler(self.lengths("train"), batch_size_for(self.cfg, "train"), self.cfg.seed)
         return DataLoader(self.datasets["train"], batch_sampler=sampler, num_workers=self.cfg.num_workers,
-                          persistent_workers=self.cfg.num_workers > 0, collate_fn=self.preprocessing.collate)
+                          persistent_workers=self.cfg.num_workers > 0, collate_fn=self.preprocessing.collate,
+                          worker_init_fn=leave_stop_signals_to_main)
 
 
 def split_entries(text: str) -> List[Tuple[str, int]]:

@@ -67,14 +67,16 @@ class StageMetrics(nn.Module):
         self.groups = GroupAccuracy(len(self.group_names)) if self.group_names else None
         self.gaps = FairnessGaps(num_classes, attribute_of_group) if self.group_names and attribute_of_group is not None \
             else None
+        # validate_args=False: the datamodules' labels are in range by construction, and torchmetrics' check
+        # (torch.unique on targets and predictions) would synchronise with the GPU on every batch
         self.scalars = MetricCollection(
-            {"acc": MulticlassAccuracy(num_classes, average="micro"),
-             "acc_balanced": MulticlassAccuracy(num_classes, average="macro"),  # mean per-class recall
-             "f1_macro": MulticlassF1Score(num_classes, average="macro")},
+            {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+             "acc_balanced": MulticlassAccuracy(num_classes, average="macro", validate_args=False),  # mean recall
+             "f1_macro": MulticlassF1Score(num_classes, average="macro", validate_args=False)},
             prefix=f"{stage}/",
         )
-        self.per_class = MulticlassAccuracy(num_classes, average=None)
-        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.per_class = MulticlassAccuracy(num_classes, average=None, validate_args=False)
+        self.confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
     def names(self, class_names) -> set:
         """The names this stage logs (scalars, loss, per-class accuracy; with groups, the worst and mean group
