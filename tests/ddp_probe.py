@@ -74,3 +74,19 @@ class SeenTargets(L.Callback):
         with open(self.path, "a") as fh:
             fh.write(" ".join(map(str, self.epoch)) + "\n")
         self.epoch = []
+
+
+class SeenIndices(L.Callback):
+    """Each rank writes the sample indices of its training batches, one line per epoch, to ``path``/rank<r>.txt."""
+
+    def __init__(self, path: str):
+        self.path, self.epoch = path, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.epoch += batch["index"].tolist()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        os.makedirs(self.path, exist_ok=True)
+        with open(os.path.join(self.path, f"rank{trainer.global_rank}.txt"), "a") as fh:
+            fh.write(" ".join(map(str, self.epoch)) + "\n")
+        self.epoch = []

@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,16 +121,22 @@ def test_killed_run_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_one(tm
 @pytest.mark.xdist_group("ddp")
 @pytest.mark.parametrize("strategy", ["progressive", "ewc"])
 def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
-    """2 gloo processes: identical weights after every epoch; the ranks share the job's dir and only rank 0 logs."""
+    """2 gloo processes: identical weights after every epoch; the ranks share the job's dir and only rank 0 logs.
+    The EWC run also draws class-balanced batches from a long-tailed budget: each rank takes its own share
+    (positions rank, rank + 2, ...) of the one stream BalancedSampler draws for (seed, epoch)."""
     run = tmp_path / "run"
     logger = "logger=wandb" if strategy == "progressive" else "logger=csv"
     bn = "strategy.bn=freeze" if strategy == "ewc" else "strategy.bn=train"
     args = [a for a in TINY if not a.startswith("logger=")] + [
         logger, bn, f"strategy={strategy}", "trainer=ddp_cpu", "trainer.max_epochs=3", "data.per_class=16",
         f"+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {tmp_path / 'dg'}}}"]
+    sampled = ["data.imbalance.counts=[10,5,3,2]", "data.sampler=balanced",
+               f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenIndices, path: {tmp_path / 'seen'}}}"]
+    if strategy == "ewc":
+        args += sampled
     proc = run_train(args, run, env={"WANDB_MODE": ""})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dg", "run"], "no forked run dirs"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "seen") == ["dg", "run"], "no forked run dirs"
     ranks = _digests(tmp_path / "dg")
     assert list(ranks) == ["rank0.sha256", "rank1.sha256"]
     assert ranks["rank0.sha256"] == ranks["rank1.sha256"], ranks
@@ -146,12 +153,38 @@ def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
         output = proc.stdout + proc.stderr  # each line once: Lightning's, the harness's, the end-of-run table
         assert output.count("`Trainer.fit` stopped") == 1 and output.count("summary in ") == 1, output[-3000:]
         assert proc.stdout.count("test accuracy") == 1 and "python -m tl_lightning.export" in proc.stdout
-    else:  # bn=freeze under DDP: BatchNorm affine parameters and statistics keep their initial values
+    else:
+        _assert_ranks_share_one_balanced_stream(tmp_path / "seen", args)
+        # bn=freeze under DDP: BatchNorm affine parameters and statistics keep their initial values
         final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
         norm_weights = [k[: -len("running_var")] + "weight" for k in final if k.endswith("running_var")]
         assert norm_weights and all(torch.equal(final[k], torch.ones_like(final[k])) for k in norm_weights)
         assert all(torch.equal(final[k.replace("weight", "bias")], torch.zeros_like(final[k])) for k in norm_weights)
         assert all(int(v) == 0 for k, v in final.items() if k.endswith("num_batches_tracked"))
+
+
+def _assert_ranks_share_one_balanced_stream(seen, args):
+    from omegaconf import OmegaConf
+
+    from tl_lightning.backbones.preprocessing import ImagePreprocessing, InputSpec
+    from tl_lightning.compose import compose_config
+    from tl_lightning.data import build_datamodule
+    from tl_lightning.data.samplers import BalancedSampler
+
+    cfg = compose_config([a for a in args if not a.startswith("+callbacks")], "/tmp/tl-test-run", validate=False)
+    dm = build_datamodule(cfg.data, ImagePreprocessing(InputSpec(size=32, mean=(0.5,) * 3, std=(0.5,) * 3)))
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    assert list(np.bincount(train.targets)) == [10, 5, 3, 2]
+    seen_by_rank = [[[int(i) for i in line.split()] for line in (seen / f"rank{r}.txt").read_text().splitlines()]
+                    for r in range(2)]
+    assert [len(epochs) for epochs in seen_by_rank] == [3, 3]
+    for epoch in range(3):
+        for rank in range(2):
+            sampler = BalancedSampler(train.targets, OmegaConf.select(cfg, "seed"), num_replicas=2, rank=rank)
+            sampler.set_epoch(epoch)
+            assert seen_by_rank[rank][epoch] == [int(train.indices[k]) for k in sampler], (rank, epoch)
+        assert seen_by_rank[0][epoch] != seen_by_rank[1][epoch]
 
 
 def test_checkpoint_backbone_rejects_foreign_and_truncated_files(tmp_path):
