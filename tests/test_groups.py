@@ -205,3 +205,124 @@ def test_fairness_gaps_are_fairlearns_and_the_soft_terms_match_them_on_hard_pred
     probs = torch.softmax(torch.randn(8, 3, requires_grad=True), -1)
     soft_eo_gap(probs, torch.as_tensor(y3), torch.as_tensor(a3)).backward()  # differentiable
 
+
+
+def write_groups_csv(path, rows, header=("path", "site")):
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+def site_of(name: str) -> str:
+    return "urban" if int(name.split(".")[0]) % 3 else "rural"  # 0.png, 3.png, ... are rural
+
+
+def image_folder_groups(tmp_path, rows=None, layout="flat", **extra):
+    """A two-class image folder (10 per class, or train/val/test folders) with a site per image."""
+    from tests.helpers import write_image_tree
+
+    if layout == "flat":
+        root = write_image_tree(tmp_path / "imgs", per_class=10)
+        files = [f"{c}/{i}.png" for c in ("cat", "dog") for i in range(10)]
+    else:
+        root = str(tmp_path / "imgs")
+        for seed, split in enumerate(("train", "val", "test")):
+            write_image_tree(tmp_path / "imgs" / split, per_class=6, seed=seed)
+        files = [f"{s}/{c}/{i}.png" for s in ("train", "val", "test") for c in ("cat", "dog") for i in range(6)]
+    rows = [(f, site_of(f.rsplit("/", 1)[1])) for f in files] if rows is None else rows(files)
+    meta = write_groups_csv(tmp_path / "meta.csv", rows)
+    return ["data=image_folder", f"data.root={root}", f"data.groups_csv={meta}", "data.group_column=site",
+            *(f"{k}={v}" for k, v in extra.items())]
+
+
+def setup_data(compose, overrides):
+    from tl_lightning.backbones.preprocessing import ImagePreprocessing, InputSpec
+    from tl_lightning.config.validate import validate_config
+    from tl_lightning.data import build_datamodule
+
+    cfg = validate_config(compose([*overrides, "logger=csv"]))
+    dm = build_datamodule(cfg.data, ImagePreprocessing(InputSpec(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)))
+    dm.setup("fit")
+    return cfg, dm
+
+
+def test_image_folder_groups_come_from_the_metadata_file(tmp_path, compose):
+    # an extra row for an image that is not in the folder is ignored; keys may start with ./
+    overrides = image_folder_groups(tmp_path, rows=lambda files: [(f"./{f}", site_of(f.rsplit("/", 1)[1]))
+                                                                  for f in files] + [("cat/99.png", "coastal")],
+                                    **{"data.val_fraction": 0.3, "data.test_fraction": 0.3})
+    _, dm = setup_data(compose, overrides)
+    assert dm.group_names == ["rural", "urban"]
+    for ds in dm.datasets.values():
+        for k, i in enumerate(ds.indices):
+            name = ds.source.paths[i].rsplit("/", 1)[1]
+            assert dm.group_names[ds.sample_groups[k]] == site_of(name)
+    counts = dm.split_info["groups"]["counts"]
+    assert sum(map(sum, counts.values())) == 20 and sum(c[0] for c in counts.values()) == 8  # 0, 3, 6, 9 per class
+
+    # keys may be bare file names when they are unique; these are not (cat/0.png and dog/0.png)
+    by_name = image_folder_groups(tmp_path, rows=lambda files: [(f.rsplit("/", 1)[1], "x") for f in files])
+    with pytest.raises(Exception, match="its keys are file names, but '0.png' names two images") as info:
+        setup_data(compose, by_name)
+    assert "\n" not in str(info.value)
+
+
+def _drop_three(files):
+    return [(f, site_of(f.rsplit("/", 1)[1])) for f in files[3:]]
+
+
+@pytest.mark.parametrize("rows,extra,message", [
+    (_drop_three, {}, "3 of 20 images have no group (no row, or an empty group cell), e.g. 'cat/0.png'"),
+    (lambda files: [(f, "") if f == "dog/4.png" else (f, "urban") for f in files], {},
+     "1 of 20 images have no group"),
+    (lambda files: [(f, "urban") for f in files], {}, "group column 'site' holds 1 value(s) (urban) in the training"),
+    (None, {"data.group_column": "country"}, "no column 'country' (data.group_column); its columns: path, site"),
+    (lambda files: [(f, "urban") for f in files] + [("cat/1.png", "rural")], {},
+     "'cat/1.png' is listed twice, with groups 'urban' and 'rural'"),
+    (None, {"data.group_column": "null"}, "needs data.group_column=<its column holding the group>"),
+    (None, {"data.groups_csv": "null"}, "data.group_column=site is a column of data.groups_csv"),
+    (None, {"data.groups_csv": "/nowhere/meta.csv"}, "data.groups_csv: no such file: /nowhere/meta.csv"),
+    (None, {"data.shortcut.kind": "tint"}, "data.groups_csv and data.shortcut both define the groups"),
+])
+def test_groups_file_mistakes_are_one_line(tmp_path, compose, rows, extra, message):
+    with pytest.raises(Exception) as info:
+        setup_data(compose, image_folder_groups(tmp_path, rows=rows, **extra))
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+    assert type(info.value).__name__ in ("ConfigError", "DataError")
+
+
+def test_a_group_missing_from_val_warns_and_is_refused_where_a_val_group_metric_decides(tmp_path, compose, caplog):
+    from tl_lightning.data.groups import require_val_groups
+    from tl_lightning.errors import DataError
+
+    def rows(files):  # 'coastal' only in train
+        return [(f, "coastal" if f.startswith("train/cat/") and f.endswith("5.png") else site_of(f.rsplit("/", 1)[1]))
+                for f in files]
+
+    overrides = image_folder_groups(tmp_path, rows=rows, layout="splits")
+    cfg, dm = setup_data(compose, overrides)
+    assert dm.group_names == ["coastal", "rural", "urban"]
+    assert dm.split_info["groups"]["counts"]["val"][0] == 0 and dm.split_info["groups"]["absent_in_val"] == ["coastal"]
+    assert "group(s) coastal have training samples but none in val" in caplog.text
+    require_val_groups(cfg, dm.split_info)  # val/acc decides: training goes on
+    for extra, key in ((["optimized_metric=val/worst_group_acc"], "optimized_metric=val/worst_group_acc"),
+                       (["callbacks.fairness.enabled=true"], "callbacks.fairness.monitor=val/worst_group_acc")):
+        cfg, _ = setup_data(compose, overrides + extra)
+        with pytest.raises(DataError, match=f"{key}, but group\\(s\\) coastal have training samples and none in val"):
+            require_val_groups(cfg, dm.split_info)
+
+
+def test_group_dro_trains_on_metadata_groups(tmp_path):
+    from tests.conftest import tiny, train_inprocess
+
+    args = tiny("image_folder") + image_folder_groups(tmp_path) + [
+        "loss=group_dro", "data.sampler=group_balanced", "trainer.max_epochs=1", "data.val_fraction=0.3",
+        "data.test_fraction=0.3"]
+    _, summary = train_inprocess(args, tmp_path / "run")
+    assert set(summary["test_per_group"]) == {"rural", "urban"}
+    assert "test/worst_group_acc" in summary["test"] and "test/eo_gap" in summary["test"]
+    assert summary["split"]["groups"]["names"] == ["rural", "urban"]

@@ -20,6 +20,7 @@ from tl_lightning.callbacks.misclassified import MisclassifiedExamples
 from tl_lightning.config.validate import check_metric_names
 from tl_lightning.data import build_datamodule
 from tl_lightning.data.base import batch_size_for
+from tl_lightning.data.groups import require_val_groups
 from tl_lightning.errors import ConfigError, Interrupted
 from tl_lightning.features import FeatureDataModule, load_or_build
 from tl_lightning.loggers import build_loggers, finish_wandb, log_lines_once
@@ -51,6 +52,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     if text_data:
         datamodule.cache_dir = cfg.paths.cache_dir  # tokenised splits are cached there
     datamodule.setup("fit")
+    require_val_groups(cfg, datamodule.split_info)
     strategy.source, strategy.datamodule, strategy.data_dir = backbone.source_task, datamodule, cfg.paths.data_dir
     ckpt_path = resolve_resume(cfg.resume, output_dir)
 

@@ -93,6 +93,15 @@ class ImageDataConf(DataConf):
 
 
 @dataclass
+class ImageFolderDataConf(ImageDataConf):
+    # a group (slice) per image from a metadata file (tl_lightning/data/groups.py): fairness metrics,
+    # group-robust losses, group-balanced sampling
+    groups_csv: Optional[str] = None  # a .csv (or .tsv) with one row per image
+    group_column: Optional[str] = None  # its column holding the group
+    groups_key_column: str = "path"  # its column naming the image: path relative to data.root, or file name
+
+
+@dataclass
 class SyntheticDataConf(ImageDataConf):
     num_classes: int = 4
     per_class: int = 60
@@ -455,7 +464,8 @@ def store_schemas() -> None:
     cs.store(name="train_schema", node=TrainConf)
     for name, node in (("eval_schema", EvalConf), ("predict_schema", PredictConf), ("export_schema", ExportConf)):
         cs.store(name=name, node=node)
-    for name, node in (("schema_image", ImageDataConf), ("schema_synthetic", SyntheticDataConf),
+    for name, node in (("schema_image", ImageDataConf), ("schema_image_folder", ImageFolderDataConf),
+                       ("schema_synthetic", SyntheticDataConf),
                        ("schema_text", TextDataConf), ("schema_fortunes", FortunesDataConf),
                        ("schema_text_csv", TextCsvDataConf), ("schema_synthetic_text", SyntheticTextDataConf)):
         cs.store(group="data", name=name, node=node)

@@ -151,11 +151,10 @@ def _check_values(cfg: DictConfig) -> None:
     has_groups = (cfg.data.get("shortcut") is not None and cfg.data.shortcut.kind is not None) or \
         bool(cfg.data.get("group_column"))
     if cfg.loss.name == "group_dro" and not has_groups:
-        raise ConfigError("loss=group_dro needs groups in the data: data.shortcut.kind=tint|patch for images, "
-                          "data.group_column=<column> for data=text_csv")
+        raise ConfigError(f"loss=group_dro needs groups in the data: {GROUP_SOURCES}")
     if cfg.data.sampler == "group_balanced" and not has_groups:
-        raise ConfigError("data.sampler=group_balanced needs groups in the data: data.shortcut.kind=tint|patch for "
-                          "images, data.group_column=<column> for data=text_csv (data.sampler=balanced balances classes)")
+        raise ConfigError(f"data.sampler=group_balanced needs groups in the data: {GROUP_SOURCES} "
+                          "(data.sampler=balanced balances classes)")
     if cfg.loss.eta <= 0:
         raise ConfigError(f"config key 'loss.eta': must be a positive number, got {cfg.loss.eta}")
     if cfg.loss.gamma < 0:
@@ -219,6 +218,10 @@ def _check_trainer(tr: DictConfig) -> None:
                           "(or trainer=ddp_cpu for two processes)")
 
 
+GROUP_SOURCES = ("data.shortcut.kind=tint|patch (any image data), data.groups_csv=<file> data.group_column=<column> "
+                 "(data=image_folder), data.group_column=<column> (data=text_csv)")
+
+
 def _check_files(cfg: DictConfig) -> None:
     """Paths the run needs, checked before anything is imported or built."""
     if cfg.backbone.kind == "checkpoint":
@@ -253,6 +256,16 @@ def check_data(data: DictConfig) -> None:
         if not 0.0 < data[key] < 1.0:
             raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {data[key]}")
     check_choice(data.sampler, schema.SAMPLERS, "data.sampler")
+    if "groups_csv" in data:
+        if data.groups_csv and not data.group_column:
+            raise ConfigError(f"data.groups_csv={data.groups_csv} needs data.group_column=<its column holding the group>")
+        if data.group_column and not data.groups_csv:
+            raise ConfigError(f"data.group_column={data.group_column} is a column of data.groups_csv: give "
+                              "data.groups_csv=<file with one row per image>")
+        if data.groups_csv:
+            check_file(data.groups_csv, "data.groups_csv")
+            if data.shortcut.kind is not None:
+                raise ConfigError("data.groups_csv and data.shortcut both define the groups; use one of them")
     if "shortcut" in data:
         check_choice(data.shortcut.kind, schema.SHORTCUT_KINDS, "data.shortcut.kind")
         if not 0.0 <= data.shortcut.train_correlation <= 1.0:

@@ -138,11 +138,15 @@ class TransferDataModule(L.LightningDataModule):
 
             self.split_info["shortcut"] = apply_shortcut(self.datasets, shortcut, self.num_classes, cfg.seed)
             self.group_names = group_names(self.class_names)
-        if self.group_names:  # the shortcut's, or a source's own (text_csv's data.group_column)
+        if self.group_names:  # the shortcut's, or the source's own (data.groups_csv, text_csv's data.group_column)
+            from tl_lightning.data.groups import check_split_coverage
             from tl_lightning.data.shortcut import group_counts
 
-            self.split_info["groups"] = {"names": self.group_names,
-                                         "counts": group_counts(self.datasets, len(self.group_names))}
+            counts = group_counts(self.datasets, len(self.group_names))
+            self.split_info["groups"] = {"names": self.group_names, "counts": counts}
+            absent = check_split_coverage(self.group_names, counts)
+            if absent:
+                self.split_info["groups"]["absent_in_val"] = absent
 
     def train_budget(self):
         """Training samples per class: None (all), one int (data.samples_per_class), or one per class (a

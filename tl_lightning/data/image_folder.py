@@ -93,6 +93,26 @@ class ImageFolderDataModule(TransferDataModule):
             for split in ("val", "test"):
                 folder = os.path.join(root, split)
                 parts[split] = scan_class_folders(folder, names)[0] if os.path.isdir(folder) else None
-            return RawData(train=train, val=parts["val"], test=parts["test"], class_names=names)
-        train, names = scan_class_folders(root)
-        return RawData(train=train, class_names=names)
+            raw = RawData(train=train, val=parts["val"], test=parts["test"], class_names=names)
+        else:
+            train, names = scan_class_folders(root)
+            raw = RawData(train=train, class_names=names)
+        self._attach_groups(raw)
+        return raw
+
+    def _attach_groups(self, raw: RawData) -> None:
+        """data.groups_csv: each image's group from the metadata file (tl_lightning/data/groups.py)."""
+        cfg = self.cfg
+        self.group_names = []
+        if not cfg.get("groups_csv"):
+            return
+        from tl_lightning.data.groups import group_ids, groups_of_files, read_groups_csv
+
+        table = read_groups_csv(cfg.groups_csv, cfg.groups_key_column, cfg.group_column)
+        names = None
+        for source in (raw.train, raw.val, raw.test):
+            if source is None:
+                continue
+            values = groups_of_files(source.paths, cfg.root, table, cfg.groups_csv)
+            names, source.groups = group_ids(values, names, cfg.groups_csv, cfg.group_column)
+        self.group_names = names

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from tl_lightning.data.base import RawData, TransferDataModule, batch_size_for, leave_stop_signals_to_main
+from tl_lightning.data.groups import group_ids
 from tl_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -305,10 +306,13 @@ class TextCsvDataModule(TextDataModule):
             raise DataError(f"{path}: class(es) {', '.join(empty)} have only empty texts")
         groups = None
         if cfg.group_column:
-            values = [table[cfg.group_column][k] for k in keep]
-            if what == "train":
-                self.group_names = sorted(set(values))
-            groups = [self.group_names.index(v) if v in self.group_names else -1 for v in values]
+            values = [(table[cfg.group_column][k] or "").strip() for k in keep]
+            empty = [names[k] for k, v in enumerate(values) if not v]
+            if empty:
+                raise DataError(f"{path}: {len(empty)} of {len(values)} texts have an empty '{cfg.group_column}' "
+                                f"(data.group_column), e.g. {empty[0]}; every text needs a group")
+            self.group_names, groups = group_ids(values, self.group_names if what != "train" else None, path,
+                                                 cfg.group_column)
         return TextSource(texts, targets, path, names, groups), class_names
 
     def load(self) -> RawData:
