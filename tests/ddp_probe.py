@@ -61,32 +61,18 @@ class SlowBatches(L.Callback):
         time.sleep(self.seconds)
 
 
-class SeenTargets(L.Callback):
-    """Writes the class ids of every training batch (one line per epoch) to ``path``."""
+class SeenBatches(L.Callback):
+    """Writes ``batch[key]`` of every training batch, one line per epoch, to ``path`` ("{rank}" in it: the rank)."""
 
-    def __init__(self, path: str):
-        self.path, self.epoch = path, []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.epoch += batch["target"].tolist()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        with open(self.path, "a") as fh:
-            fh.write(" ".join(map(str, self.epoch)) + "\n")
-        self.epoch = []
-
-
-class SeenIndices(L.Callback):
-    """Each rank writes the sample indices of its training batches, one line per epoch, to ``path``/rank<r>.txt."""
-
-    def __init__(self, path: str):
-        self.path, self.epoch = path, []
+    def __init__(self, path: str, key: str = "target"):
+        self.path, self.key, self.epoch = path, key, []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.epoch += batch["index"].tolist()
+        self.epoch += batch[self.key].tolist()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        os.makedirs(self.path, exist_ok=True)
-        with open(os.path.join(self.path, f"rank{trainer.global_rank}.txt"), "a") as fh:
+        path = self.path.format(rank=trainer.global_rank)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a") as fh:
             fh.write(" ".join(map(str, self.epoch)) + "\n")
         self.epoch = []

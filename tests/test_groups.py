@@ -115,7 +115,7 @@ def test_group_dro_and_group_sampling_run_and_report_groups(tmp_path):
     args = tiny() + ["data.per_class=30", "data.shortcut.kind=patch", "loss=group_dro", "data.sampler=group_balanced",
                      "strategy=ewc", "optimized_metric=val/worst_group_acc", "callbacks.fairness.enabled=true",
                      "callbacks.fairness.action=rollback", "+loss.terms.fair={kind: equalized_odds, weight: 0.5}",
-                     f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenTargets, path: {seen}}}"]
+                     f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenBatches, path: {seen}}}"]
     metrics, summary = train_inprocess(args, tmp_path / "run")
     assert "test/worst_group_acc" in summary["test"] and len(summary["test_per_group"]) >= 4
     assert summary["optimized_metric"] == "val/worst_group_acc" and summary["best_score"] is not None

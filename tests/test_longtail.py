@@ -146,7 +146,7 @@ def test_balanced_sampler_in_a_run_feeds_the_tail_as_often_as_the_head(tmp_path)
     seen = tmp_path / "seen.txt"
     args = tiny() + ["data.per_class=40", "data.samples_per_class=20", "data.imbalance.ratio=10",
                      "data.sampler=balanced", "loss=logit_adjusted",
-                     f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenTargets, path: {seen}}}"]
+                     f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenBatches, path: {seen}}}"]
     _, summary = train_inprocess(args, tmp_path / "run")
     epochs = [list(map(int, line.split())) for line in seen.read_text().splitlines()]
     assert len(epochs) == 2 and all(len(e) == sum([20, 9, 4, 2]) for e in epochs)

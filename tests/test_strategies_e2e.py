@@ -131,7 +131,8 @@ def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
         logger, bn, f"strategy={strategy}", "trainer=ddp_cpu", "trainer.max_epochs=3", "data.per_class=16",
         f"+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {tmp_path / 'dg'}}}"]
     sampled = ["data.imbalance.counts=[10,5,3,2]", "data.sampler=balanced",
-               f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenIndices, path: {tmp_path / 'seen'}}}"]
+               f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenBatches, key: index, "
+               f"path: '{tmp_path / 'seen' / 'rank{rank}.txt'}'}}"]
     if strategy == "ewc":
         args += sampled
     proc = run_train(args, run, env={"WANDB_MODE": ""})
