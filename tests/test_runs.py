@@ -55,6 +55,15 @@ def test_run_writes_summary_checkpoints_pictures_and_resolved_config(finetune_ru
         assert (run_dir / name).exists(), name
 
 
+def test_per_class_and_per_group_names_keep_their_slashes():
+    from tl_lightning.summary import test_sections
+
+    sections = test_sections({"test/acc": 0.5, "test/acc_class/T-shirt/top": 0.25, "test/acc_class/Bag": 0.75,
+                              "test/acc_group/Coat/aligned": 1.0, "val/acc": 0.4})
+    assert sections == {"test": {"test/acc": 0.5}, "test_per_class": {"T-shirt/top": 0.25, "Bag": 0.75},
+                        "test_per_group": {"Coat/aligned": 1.0}}
+
+
 def test_best_checkpoint_holds_what_inference_needs_and_last_what_resume_needs(finetune_run):
     from tl_lightning.errors import ConfigError
     from tl_lightning.resume import resolve_resume

@@ -70,9 +70,7 @@ def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, coun
         "best_epoch": best_epoch,  # 0-based, as Lightning counts
         "optimized_metric": cfg.optimized_metric,
         "val": {k: v for k, v in metrics.items() if k.startswith("val/") and "/acc_class/" not in k},
-        "test": {k: v for k, v in metrics.items() if k.startswith("test/") and not ("/acc_class/" in k or "/acc_group/" in k)},
-        "test_per_class": {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/acc_class/")},
-        "test_per_group": {k[len("test/acc_group/"):]: v for k, v in metrics.items() if k.startswith("test/acc_group/")},
+        **test_sections(metrics),
         "long_tail": long_tail(datamodule, metrics),
         "wall_time_s": round(time.time() - start, 2),
         "resumed_from": resumed_from,
@@ -91,3 +89,15 @@ def write_json(path: str, data: Dict[str, Any]) -> str:
 
 def write_summary(output_dir: str, summary: Dict[str, Any]) -> str:
     return write_json(os.path.join(output_dir, "summary.json"), summary)
+
+
+def test_sections(metrics: Dict[str, float]) -> Dict[str, Dict[str, float]]:
+    """The test metrics as summary.json holds them: the scalars (``test``), accuracy per class and per group
+    by name (a name may hold a '/', as Fashion-MNIST's 'T-shirt/top' does)."""
+    per_class, per_group = "test/acc_class/", "test/acc_group/"
+    return {
+        "test": {k: v for k, v in metrics.items()
+                 if k.startswith("test/") and not k.startswith((per_class, per_group))},
+        "test_per_class": {k[len(per_class):]: v for k, v in metrics.items() if k.startswith(per_class)},
+        "test_per_group": {k[len(per_group):]: v for k, v in metrics.items() if k.startswith(per_group)},
+    }

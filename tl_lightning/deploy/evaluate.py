@@ -25,7 +25,7 @@ from tl_lightning.errors import ConfigError, DataError
 from tl_lightning.inference import InferenceModel, load
 from tl_lightning.losses.fairness import attribute_of_groups
 from tl_lightning.metrics import StageMetrics, log_stage_end
-from tl_lightning.summary import scalar_metrics
+from tl_lightning.summary import scalar_metrics, test_sections
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +146,7 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
         "class_names": model.class_names,
         "classes_in_data": datamodule.class_names,
         "split_info": datamodule.split_info,
-        "test": {k: v for k, v in metrics.items() if k.startswith("test/") and not ("/acc_class/" in k or "/acc_group/" in k)},
-        "test_per_class": {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/acc_class/")},
-        "test_per_group": {k[len("test/acc_group/"):]: v for k, v in metrics.items() if k.startswith("test/acc_group/")},
+        **test_sections(metrics),
         "samples": len(dataset),
         "wall_time_s": round(time.time() - start, 2),
     }
