@@ -17,6 +17,7 @@ from tl_lightning.losses import build_criterion, build_terms, total_loss
 from tl_lightning.metrics import StageMetrics, log_stage_end
 from tl_lightning.optim import build_optimizer, build_scheduler
 from tl_lightning.strategies.base import Strategy
+from tl_lightning.trainer import in_memory_format
 
 
 class TransferModule(L.LightningModule):
@@ -53,9 +54,7 @@ class TransferModule(L.LightningModule):
     def forward(self, inputs) -> torch.Tensor:
         if self.features_input:
             return self.head(inputs)
-        if self.channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(inputs))
+        return self.head(self.backbone(in_memory_format(inputs, self.channels_last)))
 
     def logged_metric_names(self) -> Set[str]:
         """Every metric name this module logs: what optimized_metric and the monitors may name."""

@@ -26,6 +26,7 @@ from tl_lightning.inference import InferenceModel, load
 from tl_lightning.losses.fairness import attribute_of_groups
 from tl_lightning.metrics import StageMetrics, log_stage_end
 from tl_lightning.summary import scalar_metrics, test_sections
+from tl_lightning.trainer import in_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,7 @@ class EvalModule(L.LightningModule):
         self.channels_last = False
 
     def forward(self, inputs) -> torch.Tensor:
-        if self.channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return self.model(inputs)
+        return self.model(in_memory_format(inputs, self.channels_last))
 
     def test_step(self, batch, batch_idx):
         logits = self(batch["inputs"])
