@@ -47,6 +47,11 @@ def test_run_writes_summary_checkpoints_pictures_and_resolved_config(finetune_ru
     assert summary["test"]["test/acc"] == metrics["test/acc"] and "val/f1_macro" in summary["val"]
     per_class = summary["test_per_class"]
     assert set(per_class) == {"class0", "class1", "class2", "class3"}
+    diagnostics = summary["diagnostics"]  # calibration and prediction spread, val and test; the watches' records
+    assert 0.0 <= diagnostics["calibration"]["test_ece"] <= 1.0 and diagnostics["calibration"]["val_ece"] is not None
+    assert 0.25 <= diagnostics["predictions"]["test/top_class_share"] <= 1.0  # 4 classes
+    assert [h["epoch"] for h in diagnostics["collapse"]["per_epoch"]] == [0, 1]
+    assert diagnostics["plateau"]["metric"] == "val/acc"
     counts = summary["split"]["class_counts"]["test"]
     assert sum(a * n for a, n in zip(per_class.values(), counts)) / sum(counts) == pytest.approx(summary["test"]["test/acc"])
     assert summary["best_checkpoint"] == str(run_dir / "checkpoints" / "best.ckpt")

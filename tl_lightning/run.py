@@ -29,7 +29,7 @@ from tl_lightning.module import TransferModule
 from tl_lightning.resume import RUN_IN_PROGRESS, GracefulStop, StartRecorder, resolve_resume
 from tl_lightning.source_eval import SourceEvaluation
 from tl_lightning.strategies import build_strategy
-from tl_lightning.summary import build_summary, scalar_metrics, strategy_summary, write_summary
+from tl_lightning.summary import build_summary, diagnostics_summary, scalar_metrics, strategy_summary, write_summary
 from tl_lightning.trainer import apply_model_switches, cluster_plugins, trainer_kwargs
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         monitors = [c for c in callbacks if type(c).__name__ == "FairnessMonitor"]
         if monitors:
             summary["fairness_events"] = monitors[0].events
+        summary["diagnostics"] = diagnostics_summary(callbacks, metrics)
         if trainer.is_global_zero:
             write_summary(output_dir, summary)
             atomic_write(os.path.join(output_dir, "config_resolved.yaml"), OmegaConf.to_yaml(cfg))

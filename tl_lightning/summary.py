@@ -101,3 +101,18 @@ def test_sections(metrics: Dict[str, float]) -> Dict[str, Dict[str, float]]:
         "test_per_class": {k[len(per_class):]: v for k, v in metrics.items() if k.startswith(per_class)},
         "test_per_group": {k[len(per_group):]: v for k, v in metrics.items() if k.startswith(per_group)},
     }
+
+
+def diagnostics_summary(callbacks, metrics: Dict[str, float]) -> Dict[str, Any]:
+    """summary.json's ``diagnostics``: calibration (val and test ECE), the final prediction spread, and what the
+    collapse and plateau watches saw (README, Diagnostics)."""
+    out: Dict[str, Any] = {
+        "calibration": {"val_ece": metrics.get("val/ece"), "test_ece": metrics.get("test/ece")},
+        "predictions": {k: metrics.get(k) for k in ("val/pred_tv", "val/top_class_share", "test/pred_tv",
+                                                     "test/top_class_share")},
+    }
+    for callback in callbacks:
+        name = {"CollapseWatch": "collapse", "PlateauWatch": "plateau"}.get(type(callback).__name__)
+        if name:
+            out[name] = callback.summary()
+    return out

@@ -41,6 +41,13 @@ def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
 
         callbacks.append(FairnessMonitor(fairness.monitor, fairness.mode, fairness.max_gap, fairness.margin,
                                          fairness.patience, fairness.action, fairness.after_rollback))
+    from tl_lightning.callbacks.diagnostics import CollapseWatch, PlateauWatch
+
+    collapse, plateau = cfg.get("collapse"), cfg.get("plateau")
+    if collapse is not None and collapse.enabled:
+        callbacks.append(CollapseWatch(collapse.max_tv))
+    if plateau is not None and plateau.enabled:
+        callbacks.append(PlateauWatch(plateau.monitor, plateau.mode, plateau.patience, plateau.min_delta))
     for node in (cfg.extra or {}).values():
         if node is not None:
             callbacks.append(instantiate(node))

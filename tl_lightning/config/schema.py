@@ -356,6 +356,25 @@ FAIRNESS_ACTIONS = ("warn", "stop", "rollback")
 
 
 @dataclass
+class CollapseConf:
+    """Warn once when validation predictions collapse onto few classes (tl_lightning/callbacks/diagnostics.py)."""
+
+    enabled: bool = True
+    max_tv: float = 0.5  # total variation between the predicted-class and the label histograms
+
+
+@dataclass
+class PlateauConf:
+    """Warn once when the monitored metric falls for ``patience`` epochs after its best, or stays flat."""
+
+    enabled: bool = True
+    monitor: str = "${optimized_metric}"
+    mode: str = "${callbacks.model_checkpoint.mode}"
+    patience: int = 3
+    min_delta: float = 0.005
+
+
+@dataclass
 class CallbacksConf:
     model_checkpoint: ModelCheckpointConf = field(default_factory=ModelCheckpointConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
@@ -363,6 +382,8 @@ class CallbacksConf:
     rich_progress_bar: SwitchConf = field(default_factory=SwitchConf)
     confusion_matrix: SwitchConf = field(default_factory=SwitchConf)
     fairness: FairnessMonitorConf = field(default_factory=FairnessMonitorConf)
+    collapse: CollapseConf = field(default_factory=CollapseConf)
+    plateau: PlateauConf = field(default_factory=PlateauConf)
     # any further Lightning callbacks, each a {_target_: ..., ...} node
     extra: Dict[str, Any] = field(default_factory=dict)
 

@@ -3,7 +3,14 @@
 import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+DIAGNOSTICS = ("pred_tv", "top_class_share", "ece")  # logged by every evaluation stage (StageMetrics.diagnostics)
 
 
 class GroupAccuracy(Metric):
@@ -77,11 +84,14 @@ class StageMetrics(nn.Module):
         )
         self.per_class = MulticlassAccuracy(num_classes, average=None, validate_args=False)
         self.confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        # expected calibration error: |confidence - accuracy| over 15 equal-width confidence bins, weighted by size
+        self.calibration = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1", validate_args=False)
 
     def names(self, class_names) -> set:
         """The names this stage logs (scalars, loss, per-class accuracy; with groups, the worst and mean group
         accuracy and, in test, each group's)."""
-        names = {*self.scalars.keys(), f"{self.stage}/loss", *(f"{self.stage}/acc_class/{c}" for c in class_names)}
+        names = {*self.scalars.keys(), f"{self.stage}/loss", *(f"{self.stage}/acc_class/{c}" for c in class_names),
+                 *(f"{self.stage}/{k}" for k in DIAGNOSTICS)}
         if self.groups is not None:
             names |= {f"{self.stage}/worst_group_acc", f"{self.stage}/mean_group_acc"}
             if self.gaps is not None:
@@ -95,6 +105,7 @@ class StageMetrics(nn.Module):
         self.scalars.update(preds, target)
         self.per_class.update(preds, target)
         self.confusion.update(preds, target)
+        self.calibration.update(logits.detach().float().softmax(dim=-1), target)
         if self.groups is not None and group is not None:
             self.groups.update(preds, target, group)
             if self.gaps is not None:
@@ -114,10 +125,23 @@ class StageMetrics(nn.Module):
             out.update({f"test/acc_group/{g}": a for g, a in zip(self.group_names, acc) if not torch.isnan(a)})
         return out
 
+    def diagnostics(self) -> dict:
+        """How far the predictions are from the labels' prior, and calibration (README, Diagnostics):
+        ``pred_tv``, the total-variation distance between the predicted-class histogram and the label histogram
+        (0: predicted as often as they occur; 1 - 1/C: one class predicted for everything), ``top_class_share``, the
+        most predicted class's share of the predictions, and ``ece``."""
+        confusion = self.confusion.compute().float()  # rows: true class, columns: predicted
+        total = confusion.sum().clamp(min=1)
+        predicted, actual = confusion.sum(dim=0) / total, confusion.sum(dim=1) / total
+        return {f"{self.stage}/pred_tv": 0.5 * (predicted - actual).abs().sum(),
+                f"{self.stage}/top_class_share": predicted.max(),
+                f"{self.stage}/ece": self.calibration.compute()}
+
     def reset(self) -> None:
         self.scalars.reset()
         self.per_class.reset()
         self.confusion.reset()
+        self.calibration.reset()
         if self.groups is not None:
             self.groups.reset()
         if self.gaps is not None:
@@ -128,6 +152,7 @@ def log_stage_end(module, metrics: StageMetrics, class_names, present=None) -> N
     """At the end of an evaluation epoch: log the stage's scalars and per-class accuracy (of the classes in
     ``present`` only, when given: data that holds a subset of the model's classes), then reset."""
     module.log_dict(metrics.scalars.compute(), sync_dist=False, prog_bar=True)
+    module.log_dict(metrics.diagnostics(), sync_dist=False)
     for name, value in metrics.group_scalars().items():
         module.log(name, value, prog_bar=name.endswith("worst_group_acc"))
     per_class = metrics.per_class.compute()
