@@ -20,9 +20,28 @@ def test_report_table_and_plot(tmp_path):
                 job += 1
     assert main([str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
-    assert "| b | d | finetune | 10 | 81.0 ± 2.0 | 3 |" in text
-    assert "| b | d | scratch | 100 | 60.0 ± 2.0 | 3 |" in text
+    assert "| b | d | finetune | 10 | 81.0 ± 2.0 | +30.0 | 3 |" in text
+    assert "| b | d | scratch | 100 | 60.0 ± 2.0 | - | 3 |" in text
+    assert "same budget by more than the row's standard deviation over seeds): none." in text
     assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+def test_report_marks_negative_transfer_against_scratch_on_the_same_budget(tmp_path):
+    cells = {("scratch", 5): (0.50, 0.52, 0.54), ("finetune", 5): (0.40, 0.41, 0.42),  # 11 below, std 1
+             ("linear_probe", 5): (0.45, 0.50, 0.55),  # 2 below scratch: within its std of 5 points
+             ("scratch", 50): (0.70, 0.70, 0.70), ("finetune", 50): (0.80, 0.82, 0.84)}
+    job = 0
+    for (strategy, budget), accs in cells.items():
+        for seed, acc in enumerate(accs):
+            write(tmp_path, job, strategy, budget, seed, acc)
+            job += 1
+    assert main([str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| b | d | finetune | 5 | 41.0 ± 1.0 | -11.0 **negative transfer** | 3 |" in text
+    assert "| b | d | linear_probe | 5 | 50.0 ± 5.0 | -2.0 | 3 |" in text
+    assert "| b | d | finetune | 50 | 82.0 ± 2.0 | +12.0 | 3 |" in text
+    assert "- finetune with b on d at 5 labels/class: 41.0 ± 1.0 % against scratch's 52.0 % (-11.0 points)" in text
+    assert text.count("**negative transfer**") == 1
 
 
 def test_report_on_empty_dir_is_a_user_error(tmp_path, capsys):

@@ -8,7 +8,9 @@
 
 One row per (backbone, dataset, strategy, samples_per_class, and each --by config key read from the run's
 config_resolved.yaml): mean and standard deviation over seeds. The plot shows the first metric against the
-labelled budget, one line per strategy (baselines such as scripts/pixel_baseline.py's dashed).
+labelled budget, one line per strategy (baselines such as scripts/pixel_baseline.py's dashed). When the sweep
+has strategy=scratch runs, each transfer row is compared with scratch on the same budget and marked as negative
+transfer where its mean is below scratch's by more than its own standard deviation over seeds.
 """
 
 import argparse
@@ -90,16 +92,54 @@ def aggregate(summaries, metrics, by=()):
     return table
 
 
+def compare_with_scratch(table, metric: str) -> list:
+    """Sets each transfer row's ``vs_scratch``: its mean minus the ``scratch`` row's of the same backbone, dataset,
+    budget and --by values (or of the only scratch row of that dataset, budget and --by values), and whether
+    that is negative transfer: below scratch by more than the row's own standard deviation over seeds. Returns
+    the negative-transfer rows. Only for metrics where higher is better."""
+    scratch = {}
+    for r in table:
+        if r["strategy"] == "scratch":
+            key = (r["dataset"], r["samples_per_class"], tuple(r["by"].items()))
+            scratch.setdefault(key, {})[r["backbone"]] = r
+    flagged = []
+    for r in table:
+        same = scratch.get((r["dataset"], r["samples_per_class"], tuple(r["by"].items())), {})
+        base = same.get(r["backbone"]) or (next(iter(same.values())) if len(same) == 1 else None)
+        if r["strategy"] == "scratch" or base is None or metric not in r["stats"] or metric not in base["stats"]:
+            continue
+        (mean, std), (base_mean, _) = r["stats"][metric], base["stats"][metric]
+        r["vs_scratch"] = {"diff": mean - base_mean, "negative": mean < base_mean - std, "scratch": base}
+        if r["vs_scratch"]["negative"]:
+            flagged.append(r)
+    return flagged
+
+
 def markdown(table, metrics, by=()) -> str:
+    compared = any("vs_scratch" in r for r in table)
     lines = ["| backbone | dataset | strategy | labels/class | " + "".join(f"{k} | " for k in by)
-             + " | ".join(f"{m} % (mean ± std)" for m in metrics) + " | seeds |",
-             "|---|---|---|---|" + "---|" * (len(by) + len(metrics)) + "---|"]
+             + " | ".join(f"{m} % (mean ± std)" for m in metrics) + (" | vs scratch" if compared else "") + " | seeds |",
+             "|---|---|---|---|" + "---|" * (len(by) + len(metrics) + compared) + "---|"]
     for r in table:
         budget = "all" if r["samples_per_class"] is None else r["samples_per_class"]
         cells = [f"{100 * r['stats'][m][0]:.1f} ± {100 * r['stats'][m][1]:.1f}" if m in r["stats"] else "-"
                  for m in metrics]
+        if compared:
+            versus = r.get("vs_scratch")
+            cells.append("-" if versus is None else f"{100 * versus['diff']:+.1f}"
+                         + (" **negative transfer**" if versus["negative"] else ""))
         lines.append(f"| {r['backbone']} | {r['dataset']} | {r['strategy']} | {budget} | "
                      + "".join(f"{r['by'].get(k)} | " for k in by) + " | ".join(cells) + f" | {len(r['seeds'])} |")
+    flagged = [r for r in table if (r.get("vs_scratch") or {}).get("negative")]
+    if compared:
+        lines.append("")
+        lines.append(f"Negative transfer (mean {metrics[0]} below training from scratch on the same budget by more "
+                     "than the row's standard deviation over seeds): " + ("none." if not flagged else ""))
+        for r in flagged:
+            base = r["vs_scratch"]["scratch"]
+            lines.append(f"- {r['strategy']} with {r['backbone']} on {r['dataset']} at {r['samples_per_class']} "
+                         f"labels/class: {100 * r['mean']:.1f} ± {100 * r['std']:.1f} % against scratch's "
+                         f"{100 * base['mean']:.1f} % ({100 * r['vs_scratch']['diff']:+.1f} points)")
     return "\n".join(lines) + "\n"
 
 
@@ -156,6 +196,7 @@ def main(argv=None) -> int:
         return 2
     out = args.out or args.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
+    compare_with_scratch(table, metrics[0])
     text = markdown(table, metrics, args.by)
     (out / "report.md").write_text(text)
     plot(table, metrics[0], out / "report.png")
