@@ -45,6 +45,10 @@ def test_installed_wheel_runs_its_console_script_outside_the_checkout(tmp_path):
         proc = subprocess.run([str(target / "bin" / script), f"ckpt_path={elsewhere / 'none.ckpt'}", *extra],
                               cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and "ckpt_path: no such file" in proc.stderr, (script, proc.stderr[-2000:])
+    diagnose = subprocess.run([str(target / "bin" / "tl-diagnose"), "gap", "reference.kind=source"], cwd=elsewhere,
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert diagnose.returncode == 2 and "reference.kind=source needs backbone=checkpoint" in diagnose.stderr, \
+        diagnose.stderr[-2000:]
     refused = subprocess.run([str(target / "bin" / "tl-train"), "strategy.lr=-1"], cwd=elsewhere, env=env,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "strategy.lr" in refused.stderr, refused.stderr[-2000:]

@@ -67,7 +67,7 @@ def run_app(config_name: str, task: Callable[[DictConfig], Any], after: Optional
 
 
 CHECKS = {"eval": "tl_lightning.cli.eval:check", "predict": "tl_lightning.cli.predict:check",
-          "export": "tl_lightning.cli.export:check"}
+          "export": "tl_lightning.cli.export:check", "diagnose": "tl_lightning.cli.diagnose:check"}
 
 
 def tool_check(task_name: str) -> Callable[[DictConfig], DictConfig]:

@@ -471,6 +471,39 @@ class ExportConf(CheckpointTaskConf):
     task_name: str = "export"
 
 
+@dataclass
+class ReferenceConf:
+    """What ``diagnose gap`` compares the target with."""
+
+    kind: str = "data"  # data (reference.data=<a data option>) | source (backbone=checkpoint's source data) | halves
+    data: Optional[str] = None  # kind=data: a data option (conf/data/<name>.yaml), with its defaults
+    split: str = "test"  # the reference's split
+
+
+@dataclass
+class DiagnoseConf:
+    """``python -m tl_lightning.diagnose rank|gap`` (conf/diagnose.yaml; tl_lightning/diagnose/run.py)."""
+
+    command: str = "rank"  # rank (transferability of candidate backbones) | gap (domain gap to a reference)
+    backbone: BackboneConf = field(default_factory=BackboneConf)
+    data: Any = MISSING
+    # rank: the candidates: a backbone option (efficientnet_lite0), kind:name (timm:convnext_tiny), random:<either>
+    # (random weights), or a harness checkpoint (.ckpt); empty: the backbone group's choice. A random-weights
+    # control of the first candidate is always added.
+    backbones: List[str] = field(default_factory=list)
+    split: str = "train"  # the target split scored (rank) or compared (gap)
+    reference: ReferenceConf = field(default_factory=ReferenceConf)
+    max_samples: int = 1000  # gap: at most this many samples a side (a seeded subset)
+    permutations: int = 500  # gap: the MMD permutation test's relabellings
+    seed: int = 0
+    batch_size: int = 100  # feature extraction
+    paths: PathsConf = field(default_factory=PathsConf)
+    task_name: str = "diagnose"
+
+
+DIAGNOSE_COMMANDS = ("rank", "gap")
+REFERENCE_KINDS = ("data", "source", "halves")
+FEATURE_SPLITS = ("train", "val", "test")
 EXPORT_FORMATS = ("onnx", "torchscript")
 EVAL_SPLITS = ("auto", "test", "val", "train", "all")
 BN_POLICIES = ("train", "freeze_stats", "freeze")
@@ -483,7 +516,8 @@ def store_schemas() -> None:
     """Register the schemas in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConf)
-    for name, node in (("eval_schema", EvalConf), ("predict_schema", PredictConf), ("export_schema", ExportConf)):
+    for name, node in (("eval_schema", EvalConf), ("predict_schema", PredictConf), ("export_schema", ExportConf),
+                       ("diagnose_schema", DiagnoseConf)):
         cs.store(name=name, node=node)
     for name, node in (("schema_image", ImageDataConf), ("schema_image_folder", ImageFolderDataConf),
                        ("schema_synthetic", SyntheticDataConf),
