@@ -115,4 +115,6 @@ def diagnostics_summary(callbacks, metrics: Dict[str, float]) -> Dict[str, Any]:
         name = {"CollapseWatch": "collapse", "PlateauWatch": "plateau"}.get(type(callback).__name__)
         if name:
             out[name] = callback.summary()
+        if type(callback).__name__ == "SaliencyGrid":
+            out["saliency"] = callback.path
     return out

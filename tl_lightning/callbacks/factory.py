@@ -48,6 +48,11 @@ def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
         callbacks.append(CollapseWatch(collapse.max_tv))
     if plateau is not None and plateau.enabled:
         callbacks.append(PlateauWatch(plateau.monitor, plateau.mode, plateau.patience, plateau.min_delta))
+    saliency = cfg.get("saliency")
+    if saliency is not None and saliency.enabled:
+        from tl_lightning.callbacks.saliency import SaliencyGrid
+
+        callbacks.append(SaliencyGrid(output_dir, saliency.per_class, saliency.max_classes))
     for node in (cfg.extra or {}).values():
         if node is not None:
             callbacks.append(instantiate(node))

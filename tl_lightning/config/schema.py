@@ -375,6 +375,15 @@ class PlateauConf:
 
 
 @dataclass
+class SaliencyConf:
+    """Grad-CAM maps of fixed validation images once fit ends (tl_lightning/callbacks/saliency.py)."""
+
+    enabled: bool = False
+    per_class: int = 2  # images per class
+    max_classes: int = 10  # the first classes only, for data with many
+
+
+@dataclass
 class CallbacksConf:
     model_checkpoint: ModelCheckpointConf = field(default_factory=ModelCheckpointConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
@@ -384,6 +393,7 @@ class CallbacksConf:
     fairness: FairnessMonitorConf = field(default_factory=FairnessMonitorConf)
     collapse: CollapseConf = field(default_factory=CollapseConf)
     plateau: PlateauConf = field(default_factory=PlateauConf)
+    saliency: SaliencyConf = field(default_factory=SaliencyConf)
     # any further Lightning callbacks, each a {_target_: ..., ...} node
     extra: Dict[str, Any] = field(default_factory=dict)
 

@@ -134,6 +134,13 @@ def _check_values(cfg: DictConfig) -> None:
     check_choice(fairness.action, schema.FAIRNESS_ACTIONS, "callbacks.fairness.action")
     check_choice(fairness.after_rollback, ("continue", "stop"), "callbacks.fairness.after_rollback")
     check_positive(fairness.patience, "callbacks.fairness.patience", allow_none=False)
+    check_positive(cfg.callbacks.plateau.patience, "callbacks.plateau.patience", allow_none=False)
+    check_positive(cfg.callbacks.saliency.per_class, "callbacks.saliency.per_class", allow_none=False)
+    check_positive(cfg.callbacks.saliency.max_classes, "callbacks.saliency.max_classes", allow_none=False)
+    check_choice(cfg.callbacks.plateau.mode, ("min", "max"), "callbacks.plateau.mode")
+    if not 0.0 < cfg.callbacks.collapse.max_tv <= 1.0:
+        raise ConfigError(f"config key 'callbacks.collapse.max_tv': a total-variation distance in (0, 1], got "
+                          f"{cfg.callbacks.collapse.max_tv}")
     if fairness.max_gap is not None and fairness.mode != "min":
         raise ConfigError("callbacks.fairness.max_gap bounds a gap (lower is better): it needs callbacks.fairness.mode=min")
     check_positive(cfg.strategy.lr, "strategy.lr", allow_none=False)

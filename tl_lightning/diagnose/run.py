@@ -118,7 +118,8 @@ def rank(cfg: DictConfig, output_dir: str, choice: str) -> Dict[str, Any]:
                 head = backbone.source_task.head.double().eval()
                 source_probs = head(x).softmax(dim=-1).numpy()
         scores = all_scores(x.numpy(), y, source_probs)
-        rows.append({"backbone": label, "pretrained": pretrained, **scores, "feature_dim": int(x.shape[1]),
+        rows.append({"backbone": label, "kind": backbone_cfg.kind, "name": backbone_cfg.name,
+                     "path": backbone_cfg.path, "pretrained": pretrained, **scores, "feature_dim": int(x.shape[1]),
                      "samples": int(len(y)), "seconds": round(time.time() - start, 1)})
         log.info("%s: LogME %.4f (%d samples, %d features, %.0f s)", label, scores["logme"], len(y), x.shape[1],
                  time.time() - start)

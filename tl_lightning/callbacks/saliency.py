@@ -1,0 +1,177 @@
+"""``callbacks.saliency``: what the model looks at, once fit ends (README, Diagnostics).
+
+Grad-CAM (Selvaraju et al. 2017) through captum's ``LayerGradCam``: the gradient of the predicted class's logit
+with respect to the backbone's last spatial feature map, averaged per channel, weights that map's channels; the
+positive part of the sum is upsampled to the image. captum rather than the grad-cam package: it needs no OpenCV,
+and its Integrated Gradients serve text models the same way.
+
+The layer: the last module of the backbone whose output is a feature map larger than 1x1 (ResNet's layer4,
+EfficientNet's final conv block, any timm or torchvision CNN). Vision transformers have tokens, not maps: the
+tokens entering the last block (the last block's attention sees them) are reshaped into their patch grid by a
+hook, prefix (class) tokens left out, and Grad-CAM runs on that grid.
+
+K fixed validation images per class (the first K of each class in the split's order) go into one PNG,
+``<run dir>/saliency.png``: per image the picture and the map over it, titled true / predicted class; it is also
+sent to W&B and TensorBoard.
+"""
+
+import logging
+import math
+import os
+from typing import List, Optional, Tuple
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class TokenGrid(nn.Module):
+    """Patch tokens (N, T, D) as a map (N, D, h, w); an identity on the values, so a hook can expose it."""
+
+    def __init__(self, prefix: int):
+        super().__init__()
+        self.prefix = prefix
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        patches = tokens[:, self.prefix:]
+        side = math.isqrt(patches.shape[1])
+        return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
+def _vit_entry(model: nn.Module) -> Optional[Tuple[nn.Module, int]]:
+    """(the module whose output enters the last transformer block's attention, prefix tokens) for timm and
+    torchvision vision transformers; None for other models."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is not None and hasattr(blocks[-1], "norm1"):  # timm
+        return blocks[-1].norm1, int(getattr(model, "num_prefix_tokens", 1))
+    encoder = getattr(model, "encoder", None)
+    layers = getattr(encoder, "layers", None)
+    if layers is not None and hasattr(layers[-1], "ln_1"):  # torchvision
+        return layers[-1].ln_1, 1
+    return None
+
+
+def target_layer(module, example: torch.Tensor) -> Tuple[nn.Module, Optional[object]]:
+    """(the layer Grad-CAM attributes to, a hook handle to remove afterwards or None)."""
+    model = module.backbone.model
+    vit = _vit_entry(model)
+    if vit is not None:
+        entry, prefix = vit
+        grid = TokenGrid(prefix)
+
+        def expose(_, __, output):
+            shaped = grid(output)  # the grid captum hooks; the tokens rebuilt from it, unchanged in value
+            return torch.cat([output[:, :prefix], shaped.flatten(2).transpose(1, 2)], dim=1)
+
+        return grid, entry.register_forward_hook(expose)
+    order: List[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m) if isinstance(o, torch.Tensor) and o.ndim == 4
+                                     and o.shape[-1] > 1 and o.shape[-2] > 1 else None)
+             for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not order:
+        raise ValueError(f"{type(model).__name__} has no spatial feature map for Grad-CAM")
+    return order[-1], None
+
+
+def gradcam(module, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(maps in [0, 1] at the images' size, predicted classes) for a batch of preprocessed images."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    was_training = module.training
+    module.eval()
+    layer, hook = target_layer(module, images[:1])
+    try:
+        with torch.no_grad():
+            predicted = module(images).argmax(dim=-1)
+        with torch.enable_grad():
+            cam = LayerGradCam(module, layer).attribute(images.detach().clone().requires_grad_(True),
+                                                        target=predicted, relu_attributions=True)
+    finally:
+        if hook is not None:
+            hook.remove()
+        module.train(was_training)
+    cam = LayerAttribution.interpolate(cam.detach(), tuple(images.shape[-2:]), interpolate_mode="bilinear")[:, 0]
+    peak = cam.flatten(1).max(dim=1).values.clamp(min=1e-12)
+    return (cam / peak[:, None, None]).clamp(0, 1), predicted
+
+
+def fixed_examples(dataset, num_classes: int, per_class: int) -> List[int]:
+    """The first ``per_class`` positions of each class in the split's order."""
+    targets = dataset.targets
+    chosen: List[int] = []
+    for c in range(num_classes):
+        chosen += [int(k) for k in (targets == c).nonzero()[0][:per_class]]
+    return chosen
+
+
+class SaliencyGrid(L.Callback):
+    def __init__(self, output_dir: str, per_class: int = 2, max_classes: int = 10):
+        self.output_dir, self.per_class, self.max_classes = output_dir, per_class, max_classes
+        self.path: Optional[str] = None
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        datamodule = getattr(datamodule, "source", datamodule)  # cached features: the image datamodule
+        if getattr(datamodule, "modality", "image") != "image" or getattr(pl_module, "features_input", False):
+            log.info("callbacks.saliency: Grad-CAM needs an image model trained on images; skipped")
+            return
+        dataset = datamodule.datasets["val"]
+        classes = min(len(pl_module.class_names), self.max_classes)
+        positions = fixed_examples(dataset, classes, self.per_class)
+        batch = torch.stack([dataset[k]["inputs"] for k in positions]).to(pl_module.device)
+        targets = [int(dataset[k]["target"]) for k in positions]
+        maps, predicted = gradcam(pl_module, batch)
+        self.path = os.path.join(self.output_dir, "saliency.png")
+        figure = draw(batch.cpu(), maps.cpu(), targets, predicted.cpu().tolist(), pl_module.class_names,
+                      pl_module.backbone.input_spec, self.per_class)
+        os.makedirs(self.output_dir, exist_ok=True)
+        figure.savefig(self.path, dpi=80)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="val/saliency", images=[figure])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure("val/saliency", figure, global_step=trainer.global_step)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        log.info("Grad-CAM of %d validation images in %s", len(positions), self.path)
+
+
+def draw(images, maps, targets, predicted, class_names, spec, per_class: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mean = torch.tensor(spec.mean).view(-1, 1, 1)
+    std = torch.tensor(spec.std).view(-1, 1, 1)
+    columns = 2 * per_class
+    rows = math.ceil(len(images) / per_class)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (image, cam) in enumerate(zip(images, maps)):
+        picture = (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+        picture = picture[..., 0] if picture.shape[-1] == 1 else picture
+        row, col = divmod(k, per_class)
+        ok = targets[k] == predicted[k]
+        left, right = axes[row][2 * col], axes[row][2 * col + 1]
+        left.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+        left.set_title(f"{class_names[targets[k]]}"[:14], fontsize=7)
+        right.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+        right.imshow(cam.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        right.set_title(f"-> {class_names[predicted[k]]}"[:14], fontsize=7, color="black" if ok else "red")
+    figure.suptitle("Grad-CAM: validation image | map over it, titled true -> predicted class", fontsize=8)
+    figure.tight_layout()
+    return figure
