@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from tl_lightning.cli.report import main
 
 
@@ -83,3 +85,38 @@ def test_report_reads_long_tail_accuracies(tmp_path):
     assert main([str(tmp_path), "--metric", "long_tail/test_tail_acc", "--by", "loss.name"]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "| b | d | finetune | 100 | ce | 15.0 ± 7.1 | 2 |" in text and "| focal | 45.0 ± 7.1 | 2 |" in text
+
+
+def test_rank_vs_accuracy_matches_runs_to_ranked_backbones_and_gives_kendall_tau(tmp_path, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    ranking = [{"backbone": b, "kind": k, "name": n, "path": p, "pretrained": pre, "logme": score}
+               for b, k, n, p, pre, score in (
+                   ("lite0", "efficientnet_lite0", "tf_efficientnet_lite0", None, True, 0.10),
+                   ("/runs/src/best.ckpt", "checkpoint", "checkpoint", "/runs/src/best.ckpt", True, 0.05),
+                   ("random:lite0", "efficientnet_lite0", "tf_efficientnet_lite0", None, False, -0.01),
+                   ("random:resnet18", "torchvision", "resnet18", None, False, -0.02))]
+    (tmp_path / "diagnose.json").write_text(json.dumps({"dataset": "d", "ranking": ranking}))
+    runs = {("efficientnet_lite0", "tf_efficientnet_lite0", True, None): 0.80, ("torchvision", "resnet18", False, None): 0.30,
+            ("checkpoint", "checkpoint", True, "/runs/src/best.ckpt"): 0.60,
+            ("efficientnet_lite0", "tf_efficientnet_lite0", False, None): 0.35}  # resnet18 < lite0 random: tau 1
+    for job, ((kind, name, pretrained, path), acc) in enumerate(runs.items()):
+        run = tmp_path / "sweep" / str(job)
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"dataset": "d", "strategy": "linear_probe", "seed": 0,
+                                                      "pretrained": pretrained, "test": {"test/acc": acc}}))
+        (run / "config_resolved.yaml").write_text(f"backbone:\n  kind: {kind}\n  name: {name}\n  path: {path or 'null'}\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "rank_vs_accuracy.py"
+    argv = sys.argv
+    sys.argv = ["rank_vs_accuracy.py", str(tmp_path / "diagnose.json"), str(tmp_path / "sweep")]
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert "| lite0 | 0.1000 | 80.0 (1) |" in out and "| random:resnet18 | -0.0200 | 30.0 (1) |" in out
+    assert "Kendall tau (LogME vs linear_probe test/acc) over 4 backbones: +1.00" in out
