@@ -58,8 +58,11 @@ def test_a_vision_transformers_tokens_become_their_patch_grid():
 def test_saliency_callback_writes_the_grid_of_a_run(tmp_path):
     from tests.conftest import tiny, train_inprocess
 
-    _, summary = train_inprocess(tiny() + ["trainer.max_epochs=1", "callbacks.saliency.enabled=true",
-                                           "callbacks.saliency.per_class=1"], tmp_path / "run")
+    # a linear probe on cached features: the maps run the images through its frozen backbone
+    _, summary = train_inprocess(tiny() + ["trainer.max_epochs=1", "strategy=linear_probe", "data.augment=none",
+                                           "callbacks.saliency.enabled=true", "callbacks.saliency.per_class=1"],
+                                 tmp_path / "run")
+    assert summary["feature_cache"] is not None
     path = summary["diagnostics"]["saliency"]
     assert path == str(tmp_path / "run" / "saliency.png")
     from PIL import Image

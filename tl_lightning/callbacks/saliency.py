@@ -123,15 +123,20 @@ class SaliencyGrid(L.Callback):
             return
         datamodule = trainer.datamodule
         datamodule = getattr(datamodule, "source", datamodule)  # cached features: the image datamodule
-        if getattr(datamodule, "modality", "image") != "image" or getattr(pl_module, "features_input", False):
-            log.info("callbacks.saliency: Grad-CAM needs an image model trained on images; skipped")
+        if getattr(datamodule, "modality", "image") != "image":
+            log.info("callbacks.saliency: Grad-CAM is for image models; skipped")
             return
         dataset = datamodule.datasets["val"]
         classes = min(len(pl_module.class_names), self.max_classes)
         positions = fixed_examples(dataset, classes, self.per_class)
         batch = torch.stack([dataset[k]["inputs"] for k in positions]).to(pl_module.device)
         targets = [int(dataset[k]["target"]) for k in positions]
-        maps, predicted = gradcam(pl_module, batch)
+        cached = getattr(pl_module, "features_input", False)
+        pl_module.features_input = False  # a linear probe trained on cached features: images through the backbone
+        try:
+            maps, predicted = gradcam(pl_module, batch)
+        finally:
+            pl_module.features_input = cached
         self.path = os.path.join(self.output_dir, "saliency.png")
         figure = draw(batch.cpu(), maps.cpu(), targets, predicted.cpu().tolist(), pl_module.class_names,
                       pl_module.backbone.input_spec, self.per_class)
