@@ -256,8 +256,31 @@ def text_run(tmp_path_factory):
     metrics, summary = train_inprocess(["data=synthetic_text", "data.per_class=24", "data.batch_size=16", "logger=csv",
                                         f"paths.cache_dir={run_dir.parent / 'cache'}",
                                         "trainer.max_epochs=2", "backbone.max_length=32",
-                                        "callbacks.rich_progress_bar.enabled=false"], run_dir)
+                                        "callbacks.rich_progress_bar.enabled=false", "callbacks.saliency.enabled=true",
+                                        "callbacks.saliency.per_class=1"], run_dir)
     return run_dir, metrics, summary
+
+
+def test_token_attributions_point_at_the_topic_words(text_run):
+    """Integrated Gradients (callbacks.saliency on a text run): one text per class in saliency.html, and for
+    each text the class predicted correctly, its most attributed word is one of that class's topic words."""
+    import re
+
+    from tl_lightning.data.text import TOPICS
+
+    run_dir, _, summary = text_run
+    page = (run_dir / "saliency.html").read_text()
+    assert summary["diagnostics"]["saliency"] == str(run_dir / "saliency.html")
+    texts = re.findall(r"<p><b[^>]*>(\w+) &rarr; (\w+)</b><br>(.*?)</p>", page)
+    assert len(texts) == 4
+    correct = 0
+    for true, pred, spans in texts:
+        scored = [(float(score), token) for score, token in re.findall(r'title="([-+0-9.]+)">([^<]*)<', spans)]
+        if true == pred:
+            correct += 1
+            topic = next(t.split() for t in TOPICS if t.split()[0] == true)
+            assert max(scored)[1] in topic, (true, sorted(scored)[-3:])
+    assert correct >= 2
 
 
 def test_text_run_end_to_end_with_checkpoint_and_misclassified_examples(text_run):

@@ -123,20 +123,25 @@ class SaliencyGrid(L.Callback):
             return
         datamodule = trainer.datamodule
         datamodule = getattr(datamodule, "source", datamodule)  # cached features: the image datamodule
-        if getattr(datamodule, "modality", "image") != "image":
-            log.info("callbacks.saliency: Grad-CAM is for image models; skipped")
-            return
         dataset = datamodule.datasets["val"]
         classes = min(len(pl_module.class_names), self.max_classes)
         positions = fixed_examples(dataset, classes, self.per_class)
-        batch = torch.stack([dataset[k]["inputs"] for k in positions]).to(pl_module.device)
-        targets = [int(dataset[k]["target"]) for k in positions]
         cached = getattr(pl_module, "features_input", False)
-        pl_module.features_input = False  # a linear probe trained on cached features: images through the backbone
+        pl_module.features_input = False  # a linear probe trained on cached features: inputs through the backbone
         try:
-            maps, predicted = gradcam(pl_module, batch)
+            if getattr(datamodule, "modality", "image") == "text":
+                self.path = os.path.join(self.output_dir, "saliency.html")
+                write_text_attributions(pl_module, datamodule, dataset, positions, self.path)
+                log.info("Integrated Gradients of %d validation texts in %s", len(positions), self.path)
+            else:
+                self._images(trainer, pl_module, dataset, positions)
         finally:
             pl_module.features_input = cached
+
+    def _images(self, trainer, pl_module, dataset, positions) -> None:
+        batch = torch.stack([dataset[k]["inputs"] for k in positions]).to(pl_module.device)
+        targets = [int(dataset[k]["target"]) for k in positions]
+        maps, predicted = gradcam(pl_module, batch)
         self.path = os.path.join(self.output_dir, "saliency.png")
         figure = draw(batch.cpu(), maps.cpu(), targets, predicted.cpu().tolist(), pl_module.class_names,
                       pl_module.backbone.input_spec, self.per_class)
@@ -180,3 +185,56 @@ def draw(images, maps, targets, predicted, class_names, spec, per_class: int):
     figure.suptitle("Grad-CAM: validation image | map over it, titled true -> predicted class", fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def token_attributions(module, inputs, steps: int = 32):
+    """(attribution per token, summed over the embedding and scaled to [-1, 1] per text; predicted classes):
+    Integrated Gradients of the predicted class's logit on the word embeddings, from an all-padding baseline."""
+    from captum.attr import LayerIntegratedGradients
+
+    encoder = module.backbone.model.encoder
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    was_training = module.training
+    module.eval()
+    try:
+        def logits(input_ids, attention_mask):
+            return module({"input_ids": input_ids, "attention_mask": attention_mask})
+
+        with torch.no_grad():
+            predicted = logits(ids, mask).argmax(dim=-1)
+        pad = encoder.config.pad_token_id or 0
+        baseline = torch.where(mask.bool(), torch.full_like(ids, pad), ids)
+        with torch.enable_grad():
+            attr = LayerIntegratedGradients(logits, encoder.get_input_embeddings()).attribute(
+                ids, baselines=baseline, target=predicted, additional_forward_args=(mask,), n_steps=steps)
+    finally:
+        module.train(was_training)
+    scores = attr.sum(dim=-1) * mask
+    return scores / scores.abs().amax(dim=1, keepdim=True).clamp(min=1e-12), predicted
+
+
+def write_text_attributions(module, datamodule, dataset, positions, path: str) -> None:
+    """One HTML page: per text, its true and predicted class and its tokens shaded by attribution (green: for
+    the predicted class, red: against)."""
+    import html
+
+    batch = datamodule.preprocessing.collate([dataset[k] for k in positions])
+    inputs = {k: v.to(module.device) for k, v in batch["inputs"].items()}
+    scores, predicted = token_attributions(module, inputs)
+    tokenizer = datamodule.preprocessing.tokenizer
+    rows = []
+    for row in range(len(positions)):
+        n = int(inputs["attention_mask"][row].sum())
+        tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][row, :n].tolist())
+        spans = []
+        for token, score in zip(tokens, scores[row, :n].tolist()):
+            colour = f"rgba(0,160,0,{score:.2f})" if score > 0 else f"rgba(220,0,0,{-score:.2f})"
+            spans.append(f'<span style="background:{colour}" title="{score:+.2f}">{html.escape(token)}</span>')
+        true, pred = module.class_names[int(batch["target"][row])], module.class_names[int(predicted[row])]
+        mark = "" if true == pred else ' style="color:red"'
+        rows.append(f"<p><b{mark}>{html.escape(true)} &rarr; {html.escape(pred)}</b><br>{' '.join(spans)}</p>")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("<html><meta charset='utf-8'><body style='font-family:sans-serif;max-width:60em'>"
+                 "<h3>Integrated Gradients on the word embeddings: true &rarr; predicted class; green tokens "
+                 "push towards the prediction, red away</h3>" + "\n".join(rows) + "</body></html>\n")
