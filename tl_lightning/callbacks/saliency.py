@@ -6,7 +6,9 @@ positive part of the sum is upsampled to the image. captum rather than the grad-
 and its Integrated Gradients serve text models the same way.
 
 The layer: the last module of the backbone whose output is a feature map larger than 1x1 (ResNet's layer4,
-EfficientNet's final conv block, any timm or torchvision CNN). Vision transformers have tokens, not maps: the
+EfficientNet's final conv block, any timm or torchvision CNN); when that map is smaller than 4x4 (a 64 px image
+through a stride-32 network leaves 2x2), the last map of at least 4x4 instead. Each map is scaled to [0, 1]
+(minimum to maximum) per image. Vision transformers have tokens, not maps: the
 tokens entering the last block (the last block's attention sees them) are reshaped into their patch grid by a
 hook, prefix (class) tokens left out, and Grad-CAM runs on that grid.
 
@@ -26,6 +28,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import nn
 
 log = logging.getLogger(__name__)
+MIN_MAP = 4  # smallest feature-map side Grad-CAM is drawn from, when the backbone has a larger one
 
 
 class TokenGrid(nn.Module):
@@ -67,10 +70,13 @@ def target_layer(module, example: torch.Tensor) -> Tuple[nn.Module, Optional[obj
             return torch.cat([output[:, :prefix], shaped.flatten(2).transpose(1, 2)], dim=1)
 
         return grid, entry.register_forward_hook(expose)
-    order: List[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m) if isinstance(o, torch.Tensor) and o.ndim == 4
-                                     and o.shape[-1] > 1 and o.shape[-2] > 1 else None)
-             for m in model.modules() if m is not model]
+    order: List[Tuple[nn.Module, int]] = []  # modules with a feature-map output, in the order they finish
+
+    def record(m, _, output):
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[-2:]) > 1:
+            order.append((m, min(output.shape[-2:])))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if m is not model]
     try:
         with torch.no_grad():
             module(example)
@@ -79,7 +85,10 @@ def target_layer(module, example: torch.Tensor) -> Tuple[nn.Module, Optional[obj
             h.remove()
     if not order:
         raise ValueError(f"{type(model).__name__} has no spatial feature map for Grad-CAM")
-    return order[-1], None
+    # the last map, unless it is smaller than MIN_MAP a side (a small input through a stride-32 network: 64 px
+    # gives EfficientNet a 2x2 map): then the last map of at least that size
+    large = [m for m, side in order if side >= MIN_MAP]
+    return (large[-1] if large and order[-1][1] < MIN_MAP else order[-1][0]), None
 
 
 def gradcam(module, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -100,8 +109,8 @@ def gradcam(module, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
             hook.remove()
         module.train(was_training)
     cam = LayerAttribution.interpolate(cam.detach(), tuple(images.shape[-2:]), interpolate_mode="bilinear")[:, 0]
-    peak = cam.flatten(1).max(dim=1).values.clamp(min=1e-12)
-    return (cam / peak[:, None, None]).clamp(0, 1), predicted
+    low, high = cam.flatten(1).min(dim=1).values, cam.flatten(1).max(dim=1).values
+    return ((cam - low[:, None, None]) / (high - low).clamp(min=1e-12)[:, None, None]).clamp(0, 1), predicted
 
 
 def fixed_examples(dataset, num_classes: int, per_class: int) -> List[int]:
