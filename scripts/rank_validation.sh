@@ -3,7 +3,7 @@
 # backbones: EfficientNet-Lite0 with ImageNet weights, Lite0 with random weights, ResNet-18 with random
 # weights, and a Lite0 fine-tuned on the other dataset (a harness checkpoint); each scored by
 # `diagnose rank` and trained with linear_probe and finetune (seed 0); then Kendall's tau.
-#     bash scripts/rank_validation.sh [out dir, default logs/rank_validation]     (~35 min of 2 CPU cores)
+#     bash scripts/rank_validation.sh [out dir, default logs/rank_validation]     (~16 min on 2 CPU cores)
 set -eu
 cd "$(dirname "$0")/.."
 OUT=${1:-logs/rank_validation}

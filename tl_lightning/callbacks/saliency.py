@@ -192,7 +192,7 @@ def draw(images, maps, targets, predicted, class_names, spec, per_class: int):
         right.imshow(cam.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
         right.set_title(f"-> {class_names[predicted[k]]}"[:14], fontsize=7, color="black" if ok else "red")
     figure.suptitle("Grad-CAM: validation image | map over it, titled true -> predicted class", fontsize=8)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.3 / rows))  # room for the title above the first row
     return figure
 
 
