@@ -23,10 +23,12 @@ def test_every_data_option_validates_with_its_schema(compose, data):
     cfg = validate_config(compose(over))
     assert cfg.data.name == data
     expected = {"synthetic": schema.SyntheticDataConf, "fortunes": schema.FortunesDataConf, "text_csv": schema.TextCsvDataConf,
-                "text_folder": schema.TextDataConf, "synthetic_text": schema.SyntheticTextDataConf}
+                "text_folder": schema.TextDataConf, "synthetic_text": schema.SyntheticTextDataConf,
+                "image_folder": schema.ImageFolderDataConf}
     assert OmegaConf.get_type(cfg.data) is expected.get(data, schema.ImageDataConf)
     # text data brings its default text backbone (an override in the data option's defaults list)
-    assert cfg.backbone.kind == ("minilm" if expected.get(data) and data != "synthetic" else "efficientnet_lite0")
+    text = data in ("fortunes", "text_csv", "text_folder", "synthetic_text")
+    assert cfg.backbone.kind == ("minilm" if text else "efficientnet_lite0")
 
 
 @pytest.mark.parametrize("backbone", OPTIONS["backbone"])

@@ -112,7 +112,10 @@ def test_group_dro_and_group_sampling_run_and_report_groups(tmp_path):
     from tests.conftest import tiny, train_inprocess
 
     seen = tmp_path / "seen.txt"
-    args = tiny() + ["data.per_class=30", "data.shortcut.kind=patch", "loss=group_dro", "data.sampler=group_balanced",
+    # a correlation of 0.5 and a larger val split: val holds every (class, aligned|conflicting) group, which a
+    # run selecting by val/worst_group_acc needs (it refuses otherwise)
+    args = tiny() + ["data.per_class=30", "data.shortcut.kind=patch", "data.shortcut.train_correlation=0.5",
+                     "data.val_fraction=0.3", "loss=group_dro", "data.sampler=group_balanced",
                      "strategy=ewc", "optimized_metric=val/worst_group_acc", "callbacks.fairness.enabled=true",
                      "callbacks.fairness.action=rollback", "+loss.terms.fair={kind: equalized_odds, weight: 0.5}",
                      f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenBatches, path: {seen}}}"]

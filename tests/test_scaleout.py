@@ -38,3 +38,28 @@ def test_bench_gpu_script_runs_its_code_paths_on_cpu(capsys, monkeypatch):
         "plain loop, bf16, channels_last", "plain loop, fp32, NCHW", "plain loop, bf16, NCHW",
         "harness, bf16, channels_last", "plain loop, bf16, channels_last (again)"]
     assert all(float(r.split("|")[2].replace(",", "")) > 0 for r in rows)
+
+
+def test_a_requeue_signal_saves_in_training_and_points_to_the_last_epoch_otherwise(tmp_path):
+    from types import SimpleNamespace
+
+    from tl_lightning.resume import RunInProgress
+
+    saved = []
+    last = str(tmp_path / "last.ckpt")
+
+    def trainer(fn="fit", training=True, world_size=1, sanity_checking=False):
+        return SimpleNamespace(state=SimpleNamespace(fn=fn), training=training, world_size=world_size,
+                               sanity_checking=sanity_checking,
+                               save_checkpoint=lambda path, weights_only: saved.append(path))
+
+    run = RunInProgress()
+    assert run.save_on_signal() == "no run in progress; nothing to save"
+    for case, expected in ((trainer(), f"saved {last}"),
+                           (trainer(training=False), f"in validation: the job resumes from {last} of the last"),
+                           (trainer(world_size=2), f"2 ranks: the job resumes from {last}"),
+                           (trainer(sanity_checking=True, training=False), "no run in progress"),
+                           (trainer(fn="test", training=False), "no run in progress")):
+        with run.tracking(case, last):
+            assert run.save_on_signal().startswith(expected)
+    assert saved == [last]  # only the single-process training step writes

@@ -75,18 +75,19 @@ class RunInProgress:
         finally:
             self.trainer, self.last_path = None, ""
 
-    def save_on_signal(self) -> Optional[str]:
-        """Write last.ckpt of the run in progress (rank 0). With several ranks a save would wait for the
-        others at a barrier, so the run resumes from the last epoch's last.ckpt instead."""
+    def save_on_signal(self) -> str:
+        """Write last.ckpt of the run in progress (rank 0) and say what the requeued job resumes from. With
+        several ranks a save would wait for the others at a barrier, and during fit's validation the loops are
+        between epochs: then the last completed epoch's last.ckpt is the resume point."""
         trainer = self.trainer
-        if trainer is None or trainer.state.stage is None or not trainer.training:
-            return None
-        if trainer.world_size > 1:
-            log.warning("requeue with %d ranks: resuming from the last epoch's last.ckpt", trainer.world_size)
-            return None
+        if trainer is None or trainer.state.fn != "fit" or trainer.sanity_checking:
+            return "no run in progress; nothing to save"
+        if trainer.world_size > 1 or not trainer.training:
+            why = f"{trainer.world_size} ranks" if trainer.world_size > 1 else "in validation"
+            return f"{why}: the job resumes from {self.last_path} of the last completed epoch"
         trainer.save_checkpoint(self.last_path, weights_only=False)
         log.info("saved %s before requeue", self.last_path)
-        return self.last_path
+        return f"saved {self.last_path}"
 
 
 RUN_IN_PROGRESS = RunInProgress()

@@ -122,8 +122,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         from tl_lightning.resume import RUN_IN_PROGRESS
 
         try:
-            path = RUN_IN_PROGRESS.save_on_signal()
-            log.warning("requeue: %s", f"saved {path}" if path else "no run in progress; nothing to save")
+            log.warning("requeue: %s", RUN_IN_PROGRESS.save_on_signal())
         except Exception:  # the requeue must happen even if the save fails; last.ckpt of the epoch remains
             log.exception("requeue: saving the checkpoint failed; the job resumes from the last epoch's last.ckpt")
         return super().checkpoint(*args, **kwargs)
