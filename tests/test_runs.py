@@ -122,13 +122,20 @@ def test_inference_model_from_the_checkpoint_reproduces_the_test_accuracy(finetu
 
 
 def test_linear_probe_on_real_weights_and_real_data(tmp_path):
-    """The embedded EfficientNet-Lite0 weights on Debian's Fashion-MNIST, shrunk to seconds."""
+    """The embedded EfficientNet-Lite0 weights on Debian's Fashion-MNIST, shrunk to seconds; with the Grad-CAM
+    grid of callbacks.saliency, which runs the images through the frozen backbone of a probe trained on
+    cached features."""
     _, summary = train_inprocess(["strategy=linear_probe", "data.samples_per_class=3", "data.eval_per_class=3",
-                                  "data.image_size=32", "trainer.max_epochs=1", "logger=csv",
-                                  "callbacks.rich_progress_bar.enabled=false"], tmp_path)
+                                  "data.image_size=32", "data.augment=none", "trainer.max_epochs=1", "logger=csv",
+                                  "callbacks.rich_progress_bar.enabled=false", "callbacks.saliency.enabled=true",
+                                  "callbacks.saliency.per_class=1"], tmp_path)
     assert summary["backbone"] == "efficientnet_lite0" and summary["pretrained"] is True
     assert summary["dataset"] == "fashion_mnist" and summary["split"]["class_counts"]["train"] == [3] * 10
     assert summary["params"]["trainable"] == 1280 * 10 + 10
+    assert summary["feature_cache"] is not None and summary["diagnostics"]["saliency"] == str(tmp_path / "saliency.png")
+    from PIL import Image
+
+    assert Image.open(tmp_path / "saliency.png").size[1] > 400  # ten rows, one per class
 
 
 def test_resnet50_finetune_trains_from_cached_weights(tmp_path, monkeypatch):
