@@ -79,9 +79,3 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)  # in-process tests: see TEST_ENV
-
-
-def pytest_collection_modifyitems(config, items):
-    """The long serial groups first (the Slurm tests, the DDP runs: xdist_group, one worker each): the other
-    worker works through the short tests meanwhile, instead of idling while one worker ends the run alone."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("xdist_group") else 1)

@@ -167,7 +167,7 @@ def test_concurrent_runs_signals_and_resume_lose_no_work(tmp_path):
 
     run_dir = tmp_path / "run"
     # 0.4 s per batch: a resumed run cannot finish before the test signals it, however fast the machine is
-    args = [*SMALL, "trainer.max_epochs=8", "data.num_workers=1",
+    args = [*SMALL, "trainer.max_epochs=6", "data.num_workers=1",
             "+callbacks.extra.slow={_target_: tests.ddp_probe.SlowBatches, seconds: 0.4}"]
     last = run_dir / "checkpoints" / "last.ckpt"
     first = _start(args, run_dir)
@@ -192,12 +192,11 @@ def test_concurrent_runs_signals_and_resume_lose_no_work(tmp_path):
     assert "stopped: SIGTERM at epoch" in err and "resume=auto" in err
     saved_step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
 
-    final = run_train(_resume_command(err, run_dir), run_dir)
-    assert final.returncode == 0, final.stderr[-3000:]
+    train_inprocess(_resume_command(err, run_dir), run_dir)  # the command it printed, in this process
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["started_at"]["global_step"] == saved_step > step
     batches = math.ceil(summary["split"]["sizes"]["train"] / 8)
-    assert summary["global_step"] == 8 * batches  # none lost or repeated
+    assert summary["global_step"] == 6 * batches  # none lost or repeated
     assert not list((run_dir / "checkpoints").glob(".*tmp*"))
 
 

@@ -43,7 +43,7 @@ def slurm():
 
 
 def test_two_job_multirun_through_the_launcher(slurm, tmp_path):
-    proc = run_multirun(SMALL + ["logger=csv", "trainer.max_epochs=2", "seed=0,1"], tmp_path, timeout=600)
+    proc = run_multirun(SMALL + ["logger=csv", "trainer.max_epochs=1", "seed=0,1"], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     seeds = set()
     for job in ("0", "1"):
