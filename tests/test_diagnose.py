@@ -104,6 +104,8 @@ def test_rank_scores_candidates_with_a_random_control_and_leep_for_a_checkpoint(
     assert all(r["samples"] == 30 and r["feature_dim"] == 512 for r in result["ranking"])
     assert json.loads((tmp_path / "diagnose.json").read_text())["ranking"] == result["ranking"]
     assert "| 1 |" in (tmp_path / "diagnose.md").read_text()
+    own = diagnose(["command=rank"], tmp_path / "own")  # no list: the backbone group's own (random) config
+    assert [r["backbone"] for r in own["ranking"]] == ["resnet18"] and own["ranking"][0]["pretrained"] is False
     given = diagnose(["command=rank", "backbones=[random:resnet18,random:torchvision:resnet18]"], tmp_path / "given")
     assert sorted(r["backbone"] for r in given["ranking"]) == ["random:resnet18", "random:torchvision:resnet18"]
 

@@ -77,7 +77,7 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_pa
     """USR2 is what Slurm sends before a time limit or a preemption (signal_delay_s): submitit's handler calls
     the launcher's checkpoint(), which writes last.ckpt, and requeues the job; the requeued job resumes."""
     sweep = tmp_path / "sweep"
-    epochs = 24  # an epoch takes a fraction of a second: enough of them that the signal comes while fit runs
+    epochs = 16  # an epoch takes a fraction of a second: enough of them that the signal comes while fit runs
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep}", *SMALL, "logger=wandb",
            f"trainer.max_epochs={epochs}", "callbacks.early_stopping.enabled=false", "seed=0"]
     env = {**os.environ, **TEST_ENV, "WANDB_MODE": ""}

@@ -59,15 +59,20 @@ def parse_candidate(spec: str) -> Tuple[str, DictConfig, bool]:
 
 
 def candidates(cfg: DictConfig, choice: str) -> List[Tuple[str, DictConfig, bool]]:
-    specs = list(cfg.backbones) or [choice]
-    out = [parse_candidate(s) for s in specs]
-    first = specs[0]
-    if all(pretrained for _, _, pretrained in out) and not first.endswith(".ckpt"):
-        control = first if first.startswith("random:") else f"random:{first}"
-        out.append(parse_candidate(control))
-    elif all(pretrained for _, _, pretrained in out):  # a checkpoint first: its architecture with random weights
-        arch = out[0][1]
-        out.append((f"random:{first}", arch, False))
+    """(label, backbone config, pretrained) of each candidate: the ``backbones`` entries, or the backbone group's
+    own config; plus a random-weights control of the first one when none has random weights."""
+    if cfg.backbones:
+        out = [parse_candidate(s) for s in cfg.backbones]
+    else:
+        own = cfg.backbone
+        label = own.path if own.kind == "checkpoint" else (
+            choice if choice and choice not in KIND_PREFIXES else f"{own.kind}:{own.name}")
+        out = [(label, own, bool(own.pretrained))]
+    if all(pretrained for _, _, pretrained in out):
+        label, first, _ = out[0]
+        control = OmegaConf.create(OmegaConf.to_container(first))
+        control.pretrained = False
+        out.append((f"random:{label}", control, False))  # a checkpoint's: its architecture with reset weights
     return out
 
 
