@@ -18,9 +18,8 @@ def tiny(data="synthetic"):
 TINY = tiny()
 
 
-# The suite runs on 3 pytest-xdist workers on 2 cores (pyproject addopts; a quarter of its time is waiting on
-# subprocesses and Slurm); one torch thread per process keeps concurrent runs from oversubscribing the cores
-# (OpenMP spin-waits make that many times slower).
+# The suite runs on 2 pytest-xdist workers (pyproject addopts); one torch thread per process keeps
+# two concurrent runs from oversubscribing 2 cores (OpenMP spin-waits make that many times slower).
 TEST_ENV = {"TL_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 
 
