@@ -76,3 +76,18 @@ class SeenBatches(L.Callback):
         with open(path, "a") as fh:
             fh.write(" ".join(map(str, self.epoch)) + "\n")
         self.epoch = []
+
+
+class SaveProbeLogits(L.Callback):
+    """After testing (the best checkpoint's weights in the training module), save its logits on a fixed input."""
+
+    def __init__(self, path: str, size: int = 32):
+        self.path, self.size = path, size
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        import torch
+
+        inputs = torch.randn(4, 3, self.size, self.size, generator=torch.Generator().manual_seed(0))
+        pl_module.eval()
+        with torch.no_grad():
+            torch.save({"inputs": inputs, "logits": pl_module(inputs)}, self.path)

@@ -111,10 +111,13 @@ def from_checkpoint(ckpt: Dict[str, Any], path: str, image_size: Optional[int] =
     arch = record.get("architecture") or {k: config["backbone"][k] for k in ("kind", "name")}
     if image_size is None:
         image_size = (record.get("input_spec") or {}).get("size") or (config.get("data") or {}).get("image_size")
-    arch_cfg = OmegaConf.create({**arch, "pretrained": False, "weights": None, "path": None})
-    backbone = build_backbone(arch_cfg, pretrained=False, image_size=image_size)
     state = ckpt["state_dict"]
-    _load_part(backbone, _part(state, "backbone."), f"architecture {arch['kind']}/{arch['name']}", path, key)
+    if record.get("adapter"):
+        backbone = _adapted_backbone(record, config, _part(state, "backbone."), image_size, path, key)
+    else:
+        arch_cfg = OmegaConf.create({**arch, "pretrained": False, "weights": None, "path": None})
+        backbone = build_backbone(arch_cfg, pretrained=False, image_size=image_size)
+        _load_part(backbone, _part(state, "backbone."), f"architecture {arch['kind']}/{arch['name']}", path, key)
     class_names = list(record.get("class_names") or [])
     head_weights = _part(state, "head.")
     num_classes = len(class_names) or next(v.shape[0] for k, v in head_weights.items() if k.endswith("weight"))
@@ -122,6 +125,35 @@ def from_checkpoint(ckpt: Dict[str, Any], path: str, image_size: Optional[int] =
     head = build_head(backbone.feature_dim, num_classes, dropout)
     _load_part(head, head_weights, "head", path, key)
     return InferenceModel(backbone, head, class_names or [str(i) for i in range(num_classes)], record, path)
+
+
+def _adapted_backbone(record: Dict[str, Any], config: Dict[str, Any], weights: Dict[str, torch.Tensor],
+                      image_size: Optional[int], path: str, key: str) -> Backbone:
+    """An adapter-only checkpoint: the base backbone from the run's backbone config (its pretrained weights), checked
+    against the recorded digest, plus the saved adapters, merged into plain layers."""
+    from tl_lightning.backbones.adapters import LoraSpec, add_lora, merge, weights_digest
+
+    spec = LoraSpec.from_record(record["adapter"])
+    base_cfg = OmegaConf.create(config["backbone"])
+    backbone = build_backbone(base_cfg, pretrained=bool(base_cfg.get("pretrained", True)), image_size=image_size)
+    digest = weights_digest(backbone)
+    if spec.base_digest and digest != spec.base_digest:
+        raise WeightsError(f"{key}: {path} holds LoRA adapters for base weights with digest {spec.base_digest[:12]}, but "
+                           f"backbone={base_cfg.kind}/{base_cfg.name} here gives {digest[:12]} (other weights or version); "
+                           "the adapters need the exact base they were trained on")
+    tuner = add_lora(backbone.model, spec)
+    own = backbone.state_dict()
+    wrong = [k for k, v in weights.items() if k not in own or own[k].shape != v.shape]
+    absent = [k for k in own if "lora_" in k and k not in weights]
+    if wrong or absent:
+        raise WeightsError(f"{key}: {path} does not fit its recorded adapters ({len(wrong)} tensors unknown or of another "
+                           f"shape, {len(absent)} adapter tensors missing, e.g. {(wrong + absent)[0]})")
+    backbone.load_state_dict(weights, strict=False)
+    backbone.model = merge(tuner)
+    params = dict(backbone.model.named_parameters())  # layer groups point at the merged parameters
+    for group in backbone.layer_groups:
+        group.params = [params[n] for n in group.param_names]
+    return backbone
 
 
 def load(path: str, image_size: Optional[int] = None) -> InferenceModel:

@@ -48,6 +48,7 @@ class TransferModule(L.LightningModule):
         self.channels_last = False  # set by the trainer.channels_last switch
         self.features_input = False  # True: batches are cached backbone features (features.py)
         strategy.setup(self)
+        self.strict_loading = not strategy.adapter_checkpoints  # adapter checkpoints leave out the frozen base
         self.loss_terms = build_terms(loss_cfg.terms) + strategy.loss_terms()
         self.train()  # frozen parts to eval mode now: Lightning does not call train() when fit starts
 
@@ -75,10 +76,10 @@ class TransferModule(L.LightningModule):
         if self.training:
             self.strategy.on_train_mode(self)
 
-    def parameter_counts(self) -> Dict[str, int]:
+    def parameter_counts(self) -> Dict[str, Any]:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.parameters())
-        return {"trainable": trainable, "frozen": total - trainable}
+        return {"trainable": trainable, "frozen": total - trainable, "trainable_share": trainable / max(1, total)}
 
     def training_step(self, batch, batch_idx):
         logits = self(batch["inputs"])
@@ -129,10 +130,14 @@ class TransferModule(L.LightningModule):
             "config": self.run_config, "class_names": self.class_names, "architecture": self.backbone.arch,
             "input_spec": dict(self.backbone.input_spec.__dict__), "head_dropout": self.head_dropout,
             "strategy": self.strategy.name, "strategy_state": self.strategy.state_dict(),
+            "adapter": self.strategy.adapter_record(),
         }
+        checkpoint["state_dict"] = self.strategy.checkpoint_keys(self, checkpoint["state_dict"])
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         extra = checkpoint.get("tl_lightning", {})
+        if self.strategy.adapter_checkpoints:
+            self.strategy.check_checkpoint(self, checkpoint["state_dict"])
         if "strategy_state" in extra:
             self.strategy.load_state_dict(extra["strategy_state"])
             self.strategy.restore(self)

@@ -29,7 +29,14 @@ from tl_lightning.module import TransferModule
 from tl_lightning.resume import RUN_IN_PROGRESS, GracefulStop, StartRecorder, resolve_resume
 from tl_lightning.source_eval import SourceEvaluation
 from tl_lightning.strategies import build_strategy
-from tl_lightning.summary import build_summary, diagnostics_summary, scalar_metrics, strategy_summary, write_summary
+from tl_lightning.summary import (
+    build_summary,
+    checkpoint_size,
+    diagnostics_summary,
+    scalar_metrics,
+    strategy_summary,
+    write_summary,
+)
 from tl_lightning.trainer import apply_model_switches, cluster_plugins, trainer_kwargs
 
 log = logging.getLogger(__name__)
@@ -93,6 +100,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
             callbacks.append(MisclassifiedExamples(output_dir))
         trainer = L.Trainer(**trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False,
                             default_root_dir=output_dir, plugins=[*cluster_plugins(), AtomicCheckpointIO()])
+        fit_start = time.time()
         try:
             with RUN_IN_PROGRESS.tracking(trainer, last_path):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -101,6 +109,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
                 raise Interrupted(f"{stop.signal_name} at epoch {trainer.current_epoch}, global step "
                                   f"{trainer.global_step}", stop.signal_name, stop.saved) from None
             raise
+        fit_s = time.time() - fit_start
         fit_metrics = scalar_metrics(trainer.callback_metrics)
         strategy_info = strategy_summary(strategy)  # at the end of fit (testing loads the best checkpoint's state)
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -125,6 +134,13 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         if monitors:
             summary["fairness_events"] = monitors[0].events
         summary["diagnostics"] = diagnostics_summary(callbacks, metrics)
+        epochs_here = max(1, trainer.current_epoch - (started.at or {}).get("epoch", 0))
+        summary["fit_time_s"], summary["epoch_time_s"] = round(fit_s, 2), round(fit_s / epochs_here, 3)
+        summary["checkpoint"] = checkpoint_size(module, best_path)
+        if strategy.adapter_checkpoints and trainer.is_global_zero:
+            size = summary["checkpoint"]
+            log.info("checkpoint holds %.2f MB of weights (adapters and head): %.1f %% of the full model's %.2f MB",
+                     size["weights_bytes"] / 1e6, 100 * size["weights_share"], size["full_weights_bytes"] / 1e6)
         if trainer.is_global_zero:
             write_summary(output_dir, summary)
             atomic_write(os.path.join(output_dir, "config_resolved.yaml"), OmegaConf.to_yaml(cfg))

@@ -81,6 +81,17 @@ def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, coun
     }
 
 
+def checkpoint_size(module, path: str) -> Dict[str, Any]:
+    """Bytes of weights a checkpoint holds (all, or adapters + head for adapter checkpoints) against the full
+    model's, and the file's size (with optimizer state)."""
+    state = module.state_dict()
+    kept = module.strategy.checkpoint_keys(module, state)
+    full = sum(t.numel() * t.element_size() for t in state.values())
+    weights = sum(t.numel() * t.element_size() for t in kept.values())
+    return {"file_bytes": os.path.getsize(path) if path and os.path.isfile(path) else None,
+            "weights_bytes": weights, "full_weights_bytes": full, "weights_share": weights / max(1, full)}
+
+
 def write_json(path: str, data: Dict[str, Any]) -> str:
     from tl_lightning.atomic import atomic_write
 

@@ -208,6 +208,19 @@ class EWCConf(StrategyConf):
 
 
 @dataclass
+class LoraConf(StrategyConf):
+    """Low-rank adapters (Hugging Face peft) on the frozen backbone; the new head trains fully."""
+
+    r: int = 8  # rank of each adapter
+    alpha: float = 16.0  # scaling: the update is (alpha / r) * B A
+    dropout: float = 0.0  # dropout on the adapters' input
+    # regexes searched in module names (e.g. ['attn\\.qkv$']); null: the family default (attention projections of
+    # transformers, 1x1 and 3x3 convolutions of CNNs)
+    target_modules: Optional[List[str]] = None
+    bn: str = "freeze_stats"
+
+
+@dataclass
 class LossConf:
     name: str = MISSING  # a criterion of tl_lightning/losses/criteria.py (the loss option sets it)
     label_smoothing: float = 0.0  # ce, class_balanced, logit_adjusted, balanced_softmax
@@ -536,7 +549,8 @@ def store_schemas() -> None:
         cs.store(group="data", name=name, node=node)
     for name, node in (("schema", StrategyConf), ("schema_linear_probe", LinearProbeConf),
                        ("schema_progressive", ProgressiveConf), ("schema_lp_ft", LPFTConf),
-                       ("schema_l2sp", L2SPConf), ("schema_ewc", EWCConf)):
+                       ("schema_l2sp", L2SPConf), ("schema_ewc", EWCConf),
+                       ("schema_lora", LoraConf)):
         cs.store(group="strategy", name=name, node=node)
 
 

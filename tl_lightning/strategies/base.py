@@ -12,6 +12,7 @@ class Strategy:
     uses_pretrained = True  # False: the backbone starts from random weights whatever backbone.pretrained says
     caches_features = False  # True: the backbone is frozen and deterministic, so features may be cached
     staged = False  # True: phases change per-group learning rates (lr_factor)
+    adapter_checkpoints = False  # True: checkpoints leave out the frozen base backbone (checkpoint_keys)
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -63,6 +64,17 @@ class Strategy:
 
     def restore(self, module: nn.Module) -> None:
         """After ``load_state_dict`` (resume, or testing a checkpoint): re-apply the trainable set."""
+
+    def checkpoint_keys(self, module: nn.Module, state: Dict[str, Any]) -> Dict[str, Any]:
+        """The part of the module's state dict a checkpoint holds (all of it, unless adapter_checkpoints)."""
+        return state
+
+    def check_checkpoint(self, module: nn.Module, state: Dict[str, Any]) -> None:
+        """Raise when a checkpoint's state dict lacks what this strategy saves (with partial checkpoints only)."""
+
+    def adapter_record(self) -> Any:
+        """What rebuilds the adapters of an adapter-only checkpoint (recorded under tl_lightning.adapter)."""
+        return None
 
     # helpers shared by strategies
     def head_group(self, module: nn.Module) -> Dict[str, Any]:

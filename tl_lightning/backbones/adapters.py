@@ -1,0 +1,121 @@
+"""Parameter-efficient adapters (LoRA through Hugging Face peft) on a backbone, and the base-weights digest
+that lets an adapter-only checkpoint name the weights it was trained on.
+
+Adapters are injected in place (``peft.LoraModel`` on ``backbone.model``): parameter names of the base
+weights gain ``base_layer.`` where a layer was adapted, and ``merge`` folds the adapters back so the
+backbone has its original architecture and names again (what eval, predict, export and
+``backbone=checkpoint`` use).
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from tl_lightning.errors import ConfigError
+
+ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention)
+ADAPTER_MARK = "lora_"  # in the names of adapter parameters
+
+
+@dataclass
+class LoraSpec:
+    targets: List[str]  # module names inside backbone.model
+    r: int
+    alpha: float
+    dropout: float = 0.0
+    base_digest: str = ""
+
+    def record(self) -> dict:
+        return {"method": "lora", "targets": list(self.targets), "r": self.r, "alpha": self.alpha,
+                "dropout": self.dropout, "base_digest": self.base_digest}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "LoraSpec":
+        return cls(list(record["targets"]), int(record["r"]), float(record["alpha"]), float(record.get("dropout", 0.0)),
+                   record.get("base_digest", ""))
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 over the names and bytes of ``module``'s state dict (parameters and buffers)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _adaptable(model: nn.Module) -> Dict[str, nn.Module]:
+    """Layers peft can adapt, outermost only (a MultiheadAttention's own out_proj is part of it)."""
+    out: Dict[str, nn.Module] = {}
+    for name, m in model.named_modules():
+        if name and isinstance(m, ADAPTABLE) and not any(name.startswith(o + ".") for o in out):
+            out[name] = m
+    return out
+
+
+def default_targets(model: nn.Module) -> List[str]:
+    """Attention projections of a transformer (a name part holding 'attn' or 'attention': timm ViT's attn.qkv and
+    attn.proj, BERT's query/key/value/output.dense, DistilBERT's q_lin..., torchvision's MultiheadAttention);
+    otherwise the 1x1 and 3x3 convolutions that are not grouped (depthwise convolutions are left out)."""
+    layers = _adaptable(model)
+    attention = [n for n, m in layers.items() if isinstance(m, (nn.Linear, nn.MultiheadAttention))
+                 and any("attn" in part or "attention" in part for part in n.split("."))]
+    if attention:
+        return attention
+    return [n for n, m in layers.items() if isinstance(m, nn.Conv2d) and m.groups == 1
+            and tuple(m.kernel_size) in ((1, 1), (3, 3))]
+
+
+def resolve_targets(model: nn.Module, patterns: Optional[List[str]], model_name: str) -> List[str]:
+    """The module names LoRA adapts: ``patterns`` (regexes searched in module names) or the family default."""
+    layers = _adaptable(model)
+    if not patterns:
+        targets = default_targets(model)
+        if not targets:
+            raise ConfigError(f"strategy=lora: {model_name} has no attention projection and no 1x1/3x3 convolution to "
+                              f"adapt; name layers with strategy.target_modules ({_examples(layers)})")
+        return targets
+    compiled = []
+    for p in patterns:
+        try:
+            compiled.append(re.compile(p))
+        except re.error as exc:
+            raise ConfigError(f"config key 'strategy.target_modules': '{p}' is not a valid regex ({exc})") from None
+    targets = [n for n in layers if any(rx.search(n) for rx in compiled)]
+    if not targets:
+        raise ConfigError(f"config key 'strategy.target_modules': {list(patterns)} matches no layer of {model_name} that "
+                          f"LoRA can adapt; it has {_examples(layers)}")
+    return targets
+
+
+def _examples(layers: Dict[str, nn.Module], shown: int = 8) -> str:
+    names = list(layers)
+    picked = names if len(names) <= shown else names[: shown // 2] + ["..."] + names[-shown // 2:]
+    kinds = sorted({type(m).__name__ for m in layers.values()})
+    return f"{len(names)} {'/'.join(kinds)} layers: {', '.join(picked)}"
+
+
+def add_lora(model: nn.Module, spec: LoraSpec):
+    """Inject LoRA layers into ``model`` in place; returns the peft tuner that can merge them back."""
+    from peft import LoraConfig, LoraModel
+
+    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.targets))
+    try:
+        return LoraModel(model, config, "default")
+    except (ValueError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"strategy=lora: peft cannot adapt the chosen layers: {first}") from None
+
+
+def adapter_parameters(module: nn.Module) -> List[nn.Parameter]:
+    return [p for n, p in module.named_parameters() if ADAPTER_MARK in n]
+
+
+def merge(tuner) -> nn.Module:
+    """Fold the adapters into the base weights; the model gets back its plain layers and parameter names."""
+    return tuner.merge_and_unload()

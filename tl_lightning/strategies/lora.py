@@ -1,0 +1,76 @@
+"""LoRA: low-rank adapters (peft) on the frozen backbone; the adapters and the new head train.
+
+Checkpoints hold every weight except the frozen base backbone (adapters, head, loss state) and record the
+adapter spec with a digest of the base weights; ``tl_lightning.inference`` rebuilds the base from the run's
+backbone config, checks the digest, loads the adapters and merges them.
+"""
+
+import logging
+from typing import Any, Dict
+
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from tl_lightning.backbones.adapters import LoraSpec, adapter_parameters, add_lora, resolve_targets, weights_digest
+from tl_lightning.errors import WeightsError
+from tl_lightning.strategies.base import Strategy, set_trainable
+
+log = logging.getLogger(__name__)
+
+
+class LoRA(Strategy):
+    name = "lora"
+    adapter_checkpoints = True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.spec: LoraSpec = None
+
+    def setup(self, module) -> None:
+        model = module.backbone.model
+        targets = resolve_targets(model, list(self.cfg.target_modules or []), module.backbone.name)
+        self.spec = LoraSpec(targets, int(self.cfg.r), float(self.cfg.alpha), float(self.cfg.dropout),
+                             base_digest=weights_digest(module.backbone))
+        add_lora(model, self.spec)
+        self.restore(module)
+        adapters = sum(p.numel() for p in adapter_parameters(module.backbone))
+        log.info("LoRA r=%d on %d layers of %s: %s adapter parameters", self.spec.r, len(targets), module.backbone.name,
+                 f"{adapters:,}")
+
+    def restore(self, module) -> None:
+        set_trainable(module.backbone, False)
+        for p in adapter_parameters(module.backbone):
+            p.requires_grad_(True)
+        set_trainable(module.head, True)
+
+    def param_groups(self, module):
+        return [{"name": "adapters", "params": adapter_parameters(module.backbone), "lr": self.backbone_lr()},
+                self.head_group(module)]
+
+    def checkpoint_keys(self, module, state: Dict[str, Any]) -> Dict[str, Any]:
+        """Everything but the frozen base backbone: adapters, head, loss state; with bn=train also the backbone's
+        BatchNorm statistics (they change during training)."""
+        norms = set()
+        if self.cfg.bn == "train":
+            for name, m in module.backbone.named_modules():
+                if isinstance(m, _BatchNorm):
+                    norms.update(f"backbone.{name}.{b}" for b, _ in m.named_buffers(recurse=False))
+        return {k: v for k, v in state.items() if not k.startswith("backbone.") or "lora_" in k or k in norms}
+
+    def check_checkpoint(self, module, state: Dict[str, Any]) -> None:
+        missing = [k for k in self.checkpoint_keys(module, module.state_dict()) if k not in state]
+        if missing:
+            raise WeightsError(f"the checkpoint lacks {len(missing)} adapter/head tensors of this run (e.g. {missing[0]}); "
+                               "it was not written by this LoRA configuration")
+
+    def adapter_record(self) -> Dict[str, Any]:
+        return self.spec.record()
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"base_digest": self.spec.base_digest, "targets": list(self.spec.targets)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if state.get("base_digest") and state["base_digest"] != self.spec.base_digest:
+            raise WeightsError(f"the checkpoint's adapters were trained on other base weights (digest "
+                               f"{state['base_digest'][:12]}, this backbone's {self.spec.base_digest[:12]})")
+        if list(state.get("targets", self.spec.targets)) != list(self.spec.targets):
+            raise WeightsError("the checkpoint's adapters sit on other layers than strategy.target_modules selects now")
