@@ -55,7 +55,10 @@ class TransferModule(L.LightningModule):
     def forward(self, inputs) -> torch.Tensor:
         if self.features_input:
             return self.head(inputs)
-        return self.head(self.backbone(in_memory_format(inputs, self.channels_last)))
+        return self.head(self.features(inputs))
+
+    def features(self, inputs) -> torch.Tensor:
+        return self.backbone(in_memory_format(inputs, self.channels_last))
 
     def logged_metric_names(self) -> Set[str]:
         """Every metric name this module logs: what optimized_metric and the monitors may name."""
@@ -82,6 +85,11 @@ class TransferModule(L.LightningModule):
         return {"trainable": trainable, "frozen": total - trainable, "trainable_share": trainable / max(1, total)}
 
     def training_step(self, batch, batch_idx):
+        own = self.strategy.training_loss(self, batch)  # e.g. episodes (protonet)
+        if own is not None:
+            self.log("train/loss", own["loss"], on_step=True, on_epoch=True, prog_bar=True)
+            self.log("train/acc", own["acc"], on_step=False, on_epoch=True)
+            return own["loss"]
         logits = self(batch["inputs"])
         loss, parts = total_loss(self.criterion, self.loss_terms, self, batch, logits)
         for name, value in parts.items():

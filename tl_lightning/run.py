@@ -84,6 +84,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
             tensors, feature_cache = load_or_build(backbone, datamodule, cfg.paths.cache_dir, eval_batch)
             datamodule = FeatureDataModule(tensors, datamodule)
             module.features_input = True
+    datamodule = strategy.wrap_datamodule(datamodule)
     apply_model_switches(module, cfg.trainer)
     counts = module.parameter_counts()
     run_name = f"{cfg.strategy.name}-{backbone.name}-{cfg.data.name}-spc{cfg.data.samples_per_class}-s{cfg.seed}"
@@ -120,6 +121,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
             trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True)
             test_metrics = scalar_metrics(trainer.callback_metrics)
         metrics = {**fit_metrics, **test_metrics}
+        fewshot = strategy.fewshot_evaluation(module, getattr(datamodule, "target", datamodule)) if cfg.test else None
         source_result = source.after()
         if source_result and trainer.is_global_zero:
             for logger in loggers:
@@ -134,6 +136,8 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         if monitors:
             summary["fairness_events"] = monitors[0].events
         summary["diagnostics"] = diagnostics_summary(callbacks, metrics)
+        if fewshot:
+            summary["fewshot"] = fewshot
         epochs_here = max(1, trainer.current_epoch - (started.at or {}).get("epoch", 0))
         summary["fit_time_s"], summary["epoch_time_s"] = round(fit_s, 2), round(fit_s / epochs_here, 3)
         summary["checkpoint"] = checkpoint_size(module, best_path)

@@ -24,6 +24,7 @@ def strategy_summary(strategy) -> Dict[str, Any]:
         info.update(phase=strategy.phase, trainable_units=strategy.trainable_units())
     if getattr(strategy, "fisher_from", ""):
         info["fisher_from"] = strategy.fisher_from
+    info.update(strategy.summary_info())
     return info
 
 

@@ -221,6 +221,23 @@ class LoraConf(StrategyConf):
 
 
 @dataclass
+class ProtoNetConf(StrategyConf):
+    """Prototypical networks: episodic training on source classes, nearest-class-mean head on the target."""
+
+    ways: int = 5  # classes per training episode
+    shots: int = 5  # support samples per class in a training episode
+    queries: int = 5  # query samples per class in a training episode
+    episodes_per_epoch: int = 20  # 20 episodes of 5 x (5 + 5) images: 1,000 images an epoch
+    source_classes: Optional[List[Any]] = None  # ids or names; null: the classes data.classes leaves out
+    source_per_class: Optional[int] = None  # cap on source samples per class (null: all)
+    eval_episodes: int = 600  # few-shot episodes on the test split after testing (0: none)
+    eval_ways: Optional[int] = None  # null: every target class
+    eval_queries: int = 15
+    backbone_lr_mult: float = 0.1
+    bn: str = "freeze_stats"
+
+
+@dataclass
 class LossConf:
     name: str = MISSING  # a criterion of tl_lightning/losses/criteria.py (the loss option sets it)
     label_smoothing: float = 0.0  # ce, class_balanced, logit_adjusted, balanced_softmax
@@ -550,7 +567,7 @@ def store_schemas() -> None:
     for name, node in (("schema", StrategyConf), ("schema_linear_probe", LinearProbeConf),
                        ("schema_progressive", ProgressiveConf), ("schema_lp_ft", LPFTConf),
                        ("schema_l2sp", L2SPConf), ("schema_ewc", EWCConf),
-                       ("schema_lora", LoraConf)):
+                       ("schema_lora", LoraConf), ("schema_protonet", ProtoNetConf)):
         cs.store(group="strategy", name=name, node=node)
 
 

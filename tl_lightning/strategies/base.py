@@ -1,6 +1,6 @@
 """The strategy contract: what trains when, at which learning rate, and what joins the loss."""
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from torch import nn
 
@@ -71,6 +71,22 @@ class Strategy:
 
     def check_checkpoint(self, module: nn.Module, state: Dict[str, Any]) -> None:
         """Raise when a checkpoint's state dict lacks what this strategy saves (with partial checkpoints only)."""
+
+    def summary_info(self) -> Dict[str, Any]:
+        """What summary.json's strategy_info reports for this strategy."""
+        return {}
+
+    def wrap_datamodule(self, datamodule):
+        """The datamodule fit uses (e.g. episodes for training); the target datamodule by default."""
+        return datamodule
+
+    def training_loss(self, module: nn.Module, batch) -> Optional[Dict[str, Any]]:
+        """A training loss of the strategy's own ({'loss', 'acc'}) instead of the criterion on the head's logits."""
+        return None
+
+    def fewshot_evaluation(self, module: nn.Module, datamodule) -> Optional[Dict[str, Any]]:
+        """Evaluation after testing that belongs to the strategy (summary.json's 'fewshot')."""
+        return None
 
     def adapter_record(self) -> Any:
         """What rebuilds the adapters of an adapter-only checkpoint (recorded under tl_lightning.adapter)."""

@@ -62,6 +62,10 @@ class LoRA(Strategy):
             raise WeightsError(f"the checkpoint lacks {len(missing)} adapter/head tensors of this run (e.g. {missing[0]}); "
                                "it was not written by this LoRA configuration")
 
+    def summary_info(self) -> Dict[str, Any]:
+        return {"adapted_layers": len(self.spec.targets), "r": self.spec.r, "alpha": self.spec.alpha,
+                "base_digest": self.spec.base_digest}
+
     def adapter_record(self) -> Dict[str, Any]:
         return self.spec.record()
 

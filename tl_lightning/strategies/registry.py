@@ -9,9 +9,10 @@ from tl_lightning.strategies.linear_probe import LinearProbe
 from tl_lightning.strategies.lora import LoRA
 from tl_lightning.strategies.lp_ft import LPFT
 from tl_lightning.strategies.progressive import Progressive
+from tl_lightning.strategies.protonet import ProtoNet
 from tl_lightning.strategies.scratch import Scratch
 
-STRATEGIES = {cls.name: cls for cls in (Scratch, LinearProbe, Finetune, Progressive, LPFT, L2SP, EWC, LoRA)}
+STRATEGIES = {cls.name: cls for cls in (Scratch, LinearProbe, Finetune, Progressive, LPFT, L2SP, EWC, LoRA, ProtoNet)}
 
 
 def build_strategy(cfg) -> Strategy:
