@@ -12,6 +12,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from tl_lightning.backbones.base import Backbone
+from tl_lightning.data.multi_source import restrict_logits
 from tl_lightning.inference import build_head
 from tl_lightning.losses import build_criterion, build_terms, total_loss
 from tl_lightning.metrics import StageMetrics, log_stage_end
@@ -25,7 +26,7 @@ class TransferModule(L.LightningModule):
                  class_names: Optional[List[str]] = None, head_dropout: float = 0.0,
                  run_config: Optional[Dict[str, Any]] = None, class_counts: Optional[List[int]] = None,
                  group_names: Optional[List[str]] = None, group_counts: Optional[List[int]] = None,
-                 group_attribute: Optional[List[int]] = None):
+                 group_attribute: Optional[List[int]] = None, class_masks: Optional[torch.Tensor] = None):
         super().__init__()
         self.backbone = backbone
         self.head = build_head(backbone.feature_dim, num_classes, head_dropout)
@@ -45,6 +46,8 @@ class TransferModule(L.LightningModule):
         self.test_metrics = StageMetrics("test", num_classes, group_names or (), group_attribute)
         # the sensitive attribute of each group: what the fairness loss terms compare (tl_lightning/losses/fairness.py)
         self.group_attribute = torch.as_tensor(group_attribute, dtype=torch.long) if group_attribute is not None else None
+        # multi-source data: group g's samples are scored over its own source's classes only (one head per source)
+        self.register_buffer("class_masks", class_masks, persistent=False)
         self.channels_last = False  # set by the trainer.channels_last switch
         self.features_input = False  # True: batches are cached backbone features (features.py)
         strategy.setup(self)
@@ -84,13 +87,16 @@ class TransferModule(L.LightningModule):
         total = sum(p.numel() for p in self.parameters())
         return {"trainable": trainable, "frozen": total - trainable, "trainable_share": trainable / max(1, total)}
 
+    def restrict(self, logits: torch.Tensor, batch) -> torch.Tensor:
+        return restrict_logits(logits, self.class_masks, batch["group"])
+
     def training_step(self, batch, batch_idx):
         own = self.strategy.training_loss(self, batch)  # e.g. episodes (protonet)
         if own is not None:
             self.log("train/loss", own["loss"], on_step=True, on_epoch=True, prog_bar=True)
             self.log("train/acc", own["acc"], on_step=False, on_epoch=True)
             return own["loss"]
-        logits = self(batch["inputs"])
+        logits = self.restrict(self(batch["inputs"]), batch)
         loss, parts = total_loss(self.criterion, self.loss_terms, self, batch, logits)
         for name, value in parts.items():
             self.log(f"train/{self.criterion_name if name == 'criterion' else name}", value, on_step=False, on_epoch=True)
@@ -100,7 +106,7 @@ class TransferModule(L.LightningModule):
         return loss
 
     def _eval_step(self, batch, metrics: StageMetrics) -> torch.Tensor:
-        logits = self(batch["inputs"])
+        logits = self.restrict(self(batch["inputs"]), batch)
         self.log(f"{metrics.stage}/loss", self.criterion(logits, batch["target"]), on_epoch=True, sync_dist=True,
                  prog_bar=True)
         metrics.update(logits, batch["target"], batch.get("group"))

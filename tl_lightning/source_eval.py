@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional
 from omegaconf import OmegaConf
 
 from tl_lightning.batch import accuracy, collect
+from tl_lightning.data.multi_source import restrict_logits
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +17,7 @@ class SourceEvaluation:
     def __init__(self, task, backbone, data_dir: str, batch_size: int):
         self.task, self.backbone = task, backbone
         self.loader = None
+        self.class_masks = None
         self.acc_before: Optional[float] = None
         if task is not None and task.data_config is not None:
             from tl_lightning.data import build_datamodule
@@ -23,11 +25,13 @@ class SourceEvaluation:
             dm = build_datamodule(OmegaConf.create(task.data_config), backbone.preprocessing, data_dir)
             dm.setup("test")
             self.loader = dm.plain_loader("test", batch_size)
+            self.class_masks = getattr(dm, "class_masks", None)  # a multi-source task: one head per source
 
     def accuracy(self) -> float:
         device = next(self.backbone.parameters()).device
         head = self.task.head.to(device)
-        return accuracy(collect(lambda b: head(self.backbone(b["inputs"])), self.loader, [self.backbone, head], device))
+        return accuracy(collect(lambda b: restrict_logits(head(self.backbone(b["inputs"])), self.class_masks, b["group"]),
+                                self.loader, [self.backbone, head], device))
 
     def before(self) -> None:
         if self.loader is not None:

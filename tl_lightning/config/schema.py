@@ -102,6 +102,15 @@ class ImageFolderDataConf(ImageDataConf):
 
 
 @dataclass
+class MultiSourceDataConf(ImageDataConf):
+    """Several data options as one source task (tl_lightning/data/multi_source.py); seed, image_size, augment and
+    the loader settings here apply to every source."""
+
+    sources: Dict[str, Any] = field(default_factory=dict)  # {<source name>: {name: <data option>, <its overrides>}}
+    prefix_classes: bool = False  # class names '<source>:<class>' (needed when two sources share a class name)
+
+
+@dataclass
 class SyntheticDataConf(ImageDataConf):
     num_classes: int = 4
     per_class: int = 60
@@ -560,6 +569,7 @@ def store_schemas() -> None:
                        ("diagnose_schema", DiagnoseConf)):
         cs.store(name=name, node=node)
     for name, node in (("schema_image", ImageDataConf), ("schema_image_folder", ImageFolderDataConf),
+                       ("schema_multi_source", MultiSourceDataConf),
                        ("schema_synthetic", SyntheticDataConf),
                        ("schema_text", TextDataConf), ("schema_fortunes", FortunesDataConf),
                        ("schema_text_csv", TextCsvDataConf), ("schema_synthetic_text", SyntheticTextDataConf)):

@@ -45,8 +45,15 @@ def close(word: str, candidates, n: int = 1) -> List[str]:
     return difflib.get_close_matches(word, sorted(set(candidates)), n=n, cutoff=0.6)
 
 
+MAPPINGS = ("data.sources", "loss.terms", "callbacks.extra")  # Dict fields of the schemas: user-named entries
+
+
 def unknown_key(key: str) -> str:
     """One line for a key the config does not have: a near miss, or the option it belongs to."""
+    mapping = next((m for m in MAPPINGS if key == m or key.startswith(m + ".")), None)
+    if mapping:
+        return (f"config key '{key}': {mapping} is a mapping; Hydra adds entries with '+' and replaces it with '++', "
+                f"e.g. '+{mapping}.<name>={{...}}' or '++{mapping}={{<name>: {{...}}}}'")
     keys = known_keys()
     groups = group_options()
     owners = sorted(o for o in keys.get(key, ()) if o)

@@ -4,6 +4,7 @@ from tl_lightning.data.base import TransferDataModule
 from tl_lightning.data.digits import DigitsDataModule
 from tl_lightning.data.fashion_mnist import FashionMNISTDataModule
 from tl_lightning.data.image_folder import ImageFolderDataModule
+from tl_lightning.data.multi_source import MultiSourceDataModule
 from tl_lightning.data.synthetic import SyntheticDataModule
 from tl_lightning.data.text import FortunesDataModule, SyntheticTextDataModule, TextCsvDataModule, TextFolderDataModule
 from tl_lightning.data.torchvision_sets import SETS, TorchvisionDataModule
@@ -14,6 +15,7 @@ DATAMODULES = {
     "digits": DigitsDataModule,
     "image_folder": ImageFolderDataModule,
     "synthetic": SyntheticDataModule,
+    "multi_source": MultiSourceDataModule,
     "fortunes": FortunesDataModule,
     "text_csv": TextCsvDataModule,
     "text_folder": TextFolderDataModule,
