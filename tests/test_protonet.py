@@ -73,5 +73,7 @@ def test_protonet_bad_inputs(tmp_path):
     expect_user_error(PROTO + ["strategy.source_classes=[1,2]"], tmp_path / "c", "[2]", "also target classes")
     expect_user_error(PROTO + ["data.classes=null", "data.samples_per_class=1"], tmp_path / "d",
                       "no source classes", "data.classes=[5,6,7,8,9]")
+    expect_user_error(PROTO + ["strategy.ways=1"], tmp_path / "g", "strategy.ways", "at least 2")
+    expect_user_error(PROTO + ["strategy.queries=0"], tmp_path / "h", "strategy.queries", "positive")
     expect_user_error(PROTO + ["strategy.shots=40"], tmp_path / "e", "40 shots")
     expect_user_error(PROTO + ["data.samples_per_class=8"], tmp_path / "f", "strategy.eval_episodes", "8 shots")

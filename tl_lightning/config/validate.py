@@ -359,6 +359,16 @@ def _check_strategy(cfg: DictConfig) -> None:
                               "harness (it records the source data config); use auto, target or uniform")
         check_positive(st.fisher_samples, "strategy.fisher_samples", allow_none=False)
         check_positive(st.fisher_batch_size, "strategy.fisher_batch_size", allow_none=False)
+    if st.name == "protonet":
+        for key in ("ways", "shots", "queries", "episodes_per_epoch", "eval_queries"):
+            check_positive(st[key], f"strategy.{key}", allow_none=False)
+        check_positive(st.eval_ways, "strategy.eval_ways")
+        check_positive(st.source_per_class, "strategy.source_per_class")
+        if st.eval_episodes < 0:
+            raise ConfigError(f"config key 'strategy.eval_episodes': episodes after testing, >= 0 (0: none), got "
+                              f"{st.eval_episodes}")
+        if st.ways < 2:
+            raise ConfigError(f"config key 'strategy.ways': an episode needs at least 2 classes, got {st.ways}")
     if st.name == "lora":
         if not cfg.backbone.pretrained:
             raise ConfigError("strategy=lora adapts pretrained weights and saves only the adapters, which need the base "
