@@ -1,4 +1,4 @@
-"""strategy=lora: per-family target layers, adapter-only checkpoints that reload (merged) to the same logits,
+"""strategy=lora (and ia3): per-family target layers, adapter-only checkpoints that reload (merged) to the same logits,
 export parity, resume, backbone=checkpoint from adapters, and the bad inputs."""
 
 import json
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tests.conftest import expect_user_error, train_inprocess
-from tl_lightning.backbones.adapters import LoraSpec, add_lora, default_targets, merge, resolve_targets
+from tl_lightning.backbones.adapters import AdapterSpec, add_adapters, default_targets, merge, resolve_targets
 from tl_lightning.errors import ConfigError, WeightsError
 
 LITE0 = ["backbone=efficientnet_lite0", "data=fashion_mnist", "data.samples_per_class=2", "data.eval_per_class=2",
@@ -56,7 +56,7 @@ def test_default_targets_per_family_and_merge_keeps_the_function():
         names_before = [n for n, _ in model.named_parameters()]
         with torch.no_grad():
             base = model(inputs)
-        tuner = add_lora(model, LoraSpec(targets, r=2, alpha=4))
+        tuner = add_adapters(model, AdapterSpec(targets, r=2, alpha=4))
         adapters = [p for n, p in model.named_parameters() if "lora_" in n]
         assert adapters and all(p.requires_grad for p in adapters)
         with torch.no_grad():
@@ -80,7 +80,7 @@ def test_target_modules_that_match_nothing_list_the_layers():
         resolve_targets(model, ["attn.qkv"], "resnet10t")
     message = str(info.value)
     assert "'strategy.target_modules'" in message and "matches no layer of resnet10t" in message
-    assert "conv1.0" in message and "Conv2d/Linear" not in message and "Conv2d layers" in message
+    assert "conv1.0" in message and "Conv2d layers" in message
     with pytest.raises(ConfigError, match="not a valid regex"):
         resolve_targets(model, ["layer[1"], "resnet10t")
 
@@ -166,3 +166,18 @@ def test_lora_resume_ends_like_an_uninterrupted_run(tmp_path):
             (tmp_path / "full", tmp_path / "cut"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["test"] == full["test"]
+
+
+def test_ia3_checkpoint_holds_scalings_and_reloads_to_the_same_logits(tmp_path):
+    from tl_lightning.inference import load
+
+    probe = f"+callbacks.extra.logits={{_target_: tests.ddp_probe.SaveProbeLogits, path: {tmp_path}/probe.pt}}"
+    _, summary = train_inprocess([a for a in LITE0 if a != "strategy=lora"] + ["strategy=ia3", probe], tmp_path / "run")
+    assert summary["params"]["trainable"] == 12_048 + 1280 * 10 + 10  # one scale per output channel of 33 layers
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["tl_lightning"]["adapter"]["method"] == "ia3"
+    assert all("ia3_" in k for k in ckpt["state_dict"] if k.startswith("backbone."))
+    saved = torch.load(tmp_path / "probe.pt", weights_only=True)
+    with torch.no_grad():
+        assert torch.allclose(load(str(tmp_path / "run" / "checkpoints" / "best.ckpt"))(saved["inputs"]), saved["logits"],
+                              atol=1e-5)

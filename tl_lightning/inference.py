@@ -131,20 +131,20 @@ def _adapted_backbone(record: Dict[str, Any], config: Dict[str, Any], weights: D
                       image_size: Optional[int], path: str, key: str) -> Backbone:
     """An adapter-only checkpoint: the base backbone from the run's backbone config (its pretrained weights), checked
     against the recorded digest, plus the saved adapters, merged into plain layers."""
-    from tl_lightning.backbones.adapters import LoraSpec, add_lora, merge, weights_digest
+    from tl_lightning.backbones.adapters import AdapterSpec, add_adapters, is_adapter, merge, weights_digest
 
-    spec = LoraSpec.from_record(record["adapter"])
+    spec = AdapterSpec.from_record(record["adapter"])
     base_cfg = OmegaConf.create(config["backbone"])
     backbone = build_backbone(base_cfg, pretrained=bool(base_cfg.get("pretrained", True)), image_size=image_size)
     digest = weights_digest(backbone)
     if spec.base_digest and digest != spec.base_digest:
-        raise WeightsError(f"{key}: {path} holds LoRA adapters for base weights with digest {spec.base_digest[:12]}, but "
-                           f"backbone={base_cfg.kind}/{base_cfg.name} here gives {digest[:12]} (other weights or version); "
-                           "the adapters need the exact base they were trained on")
-    tuner = add_lora(backbone.model, spec)
+        raise WeightsError(f"{key}: {path} holds {spec.method} adapters for base weights with digest "
+                           f"{spec.base_digest[:12]}, but backbone={base_cfg.kind}/{base_cfg.name} here gives {digest[:12]} "
+                           "(other weights or version); the adapters need the exact base they were trained on")
+    tuner = add_adapters(backbone.model, spec)
     own = backbone.state_dict()
     wrong = [k for k, v in weights.items() if k not in own or own[k].shape != v.shape]
-    absent = [k for k in own if "lora_" in k and k not in weights]
+    absent = [k for k in own if is_adapter(k) and k not in weights]
     if wrong or absent:
         raise WeightsError(f"{key}: {path} does not fit its recorded adapters ({len(wrong)} tensors unknown or of another "
                            f"shape, {len(absent)} adapter tensors missing, e.g. {(wrong + absent)[0]})")

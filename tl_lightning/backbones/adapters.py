@@ -1,9 +1,9 @@
-"""Parameter-efficient adapters (LoRA through Hugging Face peft) on a backbone, and the base-weights digest
-that lets an adapter-only checkpoint name the weights it was trained on.
+"""Parameter-efficient adapters (LoRA and IA3 through Hugging Face peft) on a backbone, and the base-weights
+digest that lets an adapter-only checkpoint name the weights it was trained on.
 
-Adapters are injected in place (``peft.LoraModel`` on ``backbone.model``): parameter names of the base
-weights gain ``base_layer.`` where a layer was adapted, and ``merge`` folds the adapters back so the
-backbone has its original architecture and names again (what eval, predict, export and
+Adapters are injected in place (``peft.LoraModel`` / ``peft.IA3Model`` on ``backbone.model``): parameter names
+of the base weights gain ``base_layer.`` where a layer was adapted, and ``merge`` folds the adapters back so
+the backbone has its original architecture and names again (what eval, predict, export and
 ``backbone=checkpoint`` use).
 """
 
@@ -18,25 +18,26 @@ from torch import nn
 from tl_lightning.errors import ConfigError
 
 ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention)
-ADAPTER_MARK = "lora_"  # in the names of adapter parameters
+ADAPTER_MARKS = ("lora_", "ia3_")  # in the names of adapter parameters (LoRA's A and B, IA3's scaling vectors)
 
 
 @dataclass
-class LoraSpec:
+class AdapterSpec:
     targets: List[str]  # module names inside backbone.model
-    r: int
-    alpha: float
-    dropout: float = 0.0
+    r: int = 0  # LoRA only
+    alpha: float = 0.0  # LoRA only
+    dropout: float = 0.0  # LoRA only
     base_digest: str = ""
+    method: str = "lora"  # lora | ia3
 
     def record(self) -> dict:
-        return {"method": "lora", "targets": list(self.targets), "r": self.r, "alpha": self.alpha,
+        return {"method": self.method, "targets": list(self.targets), "r": self.r, "alpha": self.alpha,
                 "dropout": self.dropout, "base_digest": self.base_digest}
 
     @classmethod
-    def from_record(cls, record: dict) -> "LoraSpec":
-        return cls(list(record["targets"]), int(record["r"]), float(record["alpha"]), float(record.get("dropout", 0.0)),
-                   record.get("base_digest", ""))
+    def from_record(cls, record: dict) -> "AdapterSpec":
+        return cls(list(record["targets"]), int(record.get("r", 0)), float(record.get("alpha", 0.0)),
+                   float(record.get("dropout", 0.0)), record.get("base_digest", ""), record.get("method", "lora"))
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -72,12 +73,12 @@ def default_targets(model: nn.Module) -> List[str]:
 
 
 def resolve_targets(model: nn.Module, patterns: Optional[List[str]], model_name: str) -> List[str]:
-    """The module names LoRA adapts: ``patterns`` (regexes searched in module names) or the family default."""
+    """The module names the adapters go on: ``patterns`` (regexes searched in module names) or the family default."""
     layers = _adaptable(model)
     if not patterns:
         targets = default_targets(model)
         if not targets:
-            raise ConfigError(f"strategy=lora: {model_name} has no attention projection and no 1x1/3x3 convolution to "
+            raise ConfigError(f"adapters: {model_name} has no attention projection and no 1x1/3x3 convolution to "
                               f"adapt; name layers with strategy.target_modules ({_examples(layers)})")
         return targets
     compiled = []
@@ -89,7 +90,7 @@ def resolve_targets(model: nn.Module, patterns: Optional[List[str]], model_name:
     targets = [n for n in layers if any(rx.search(n) for rx in compiled)]
     if not targets:
         raise ConfigError(f"config key 'strategy.target_modules': {list(patterns)} matches no layer of {model_name} that "
-                          f"LoRA can adapt; it has {_examples(layers)}")
+                          f"an adapter can go on; it has {_examples(layers)}")
     return targets
 
 
@@ -100,20 +101,26 @@ def _examples(layers: Dict[str, nn.Module], shown: int = 8) -> str:
     return f"{len(names)} {'/'.join(kinds)} layers: {', '.join(picked)}"
 
 
-def add_lora(model: nn.Module, spec: LoraSpec):
-    """Inject LoRA layers into ``model`` in place; returns the peft tuner that can merge them back."""
-    from peft import LoraConfig, LoraModel
+def add_adapters(model: nn.Module, spec: AdapterSpec):
+    """Inject the adapters into ``model`` in place; returns the peft tuner that can merge them back."""
+    from peft import IA3Config, IA3Model, LoraConfig, LoraModel
 
-    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.targets))
     try:
+        if spec.method == "ia3":  # learned scaling of each target layer's output
+            return IA3Model(model, IA3Config(target_modules=list(spec.targets), feedforward_modules=[]), "default")
+        config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.targets))
         return LoraModel(model, config, "default")
     except (ValueError, TypeError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"strategy=lora: peft cannot adapt the chosen layers: {first}") from None
+        raise ConfigError(f"strategy={spec.method}: peft cannot adapt the chosen layers: {first}") from None
+
+
+def is_adapter(name: str) -> bool:
+    return any(mark in name for mark in ADAPTER_MARKS)
 
 
 def adapter_parameters(module: nn.Module) -> List[nn.Parameter]:
-    return [p for n, p in module.named_parameters() if ADAPTER_MARK in n]
+    return [p for n, p in module.named_parameters() if is_adapter(n)]
 
 
 def merge(tuner) -> nn.Module:

@@ -230,6 +230,14 @@ class LoraConf(StrategyConf):
 
 
 @dataclass
+class IA3Conf(StrategyConf):
+    """IA3 (peft): learned output scaling of the target layers (the same defaults as LoRA's targets)."""
+
+    target_modules: Optional[List[str]] = None
+    bn: str = "freeze_stats"
+
+
+@dataclass
 class ProtoNetConf(StrategyConf):
     """Prototypical networks: episodic training on source classes, nearest-class-mean head on the target."""
 
@@ -577,7 +585,8 @@ def store_schemas() -> None:
     for name, node in (("schema", StrategyConf), ("schema_linear_probe", LinearProbeConf),
                        ("schema_progressive", ProgressiveConf), ("schema_lp_ft", LPFTConf),
                        ("schema_l2sp", L2SPConf), ("schema_ewc", EWCConf),
-                       ("schema_lora", LoraConf), ("schema_protonet", ProtoNetConf)):
+                       ("schema_lora", LoraConf), ("schema_ia3", IA3Conf),
+                       ("schema_protonet", ProtoNetConf)):
         cs.store(group="strategy", name=name, node=node)
 
 

@@ -369,19 +369,20 @@ def _check_strategy(cfg: DictConfig) -> None:
                               f"{st.eval_episodes}")
         if st.ways < 2:
             raise ConfigError(f"config key 'strategy.ways': an episode needs at least 2 classes, got {st.ways}")
-    if st.name == "lora":
+    if st.name in ("lora", "ia3"):
         if not cfg.backbone.pretrained:
-            raise ConfigError("strategy=lora adapts pretrained weights and saves only the adapters, which need the base "
-                              "weights again to load; backbone.pretrained=false has no base to reload (use finetune)")
+            raise ConfigError(f"strategy={st.name} adapts pretrained weights and saves only the adapters, which need the "
+                              "base weights again to load; backbone.pretrained=false has no base to reload (use finetune)")
+        if st.layer_decay != 1.0:
+            raise ConfigError(f"strategy={st.name} trains adapters in one optimizer group (lr * backbone_lr_mult); "
+                              f"strategy.layer_decay={st.layer_decay} has nothing to act on (leave it at 1.0)")
+    if st.name == "lora":
         if st.r <= 0:
             raise ConfigError(f"config key 'strategy.r': the adapters' rank must be a positive integer (e.g. 4, 8, 16), "
                               f"got {st.r}")
         check_positive(st.alpha, "strategy.alpha", allow_none=False)
         if not 0.0 <= st.dropout < 1.0:
             raise ConfigError(f"config key 'strategy.dropout': must be in [0, 1), got {st.dropout}")
-        if st.layer_decay != 1.0:
-            raise ConfigError("strategy=lora trains adapters in one optimizer group (lr * backbone_lr_mult); "
-                              f"strategy.layer_decay={st.layer_decay} has nothing to act on (leave it at 1.0)")
 
 
 def monitored_keys(cfg: DictConfig) -> Iterable[tuple]:

@@ -10,7 +10,14 @@ from typing import Any, Dict
 
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from tl_lightning.backbones.adapters import LoraSpec, adapter_parameters, add_lora, resolve_targets, weights_digest
+from tl_lightning.backbones.adapters import (
+    AdapterSpec,
+    adapter_parameters,
+    add_adapters,
+    is_adapter,
+    resolve_targets,
+    weights_digest,
+)
 from tl_lightning.errors import WeightsError
 from tl_lightning.strategies.base import Strategy, set_trainable
 
@@ -23,17 +30,19 @@ class LoRA(Strategy):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.spec: LoraSpec = None
+        self.spec: AdapterSpec = None
+
+    def make_spec(self, targets, digest: str) -> AdapterSpec:
+        return AdapterSpec(targets, int(self.cfg.r), float(self.cfg.alpha), float(self.cfg.dropout), digest, "lora")
 
     def setup(self, module) -> None:
         model = module.backbone.model
         targets = resolve_targets(model, list(self.cfg.target_modules or []), module.backbone.name)
-        self.spec = LoraSpec(targets, int(self.cfg.r), float(self.cfg.alpha), float(self.cfg.dropout),
-                             base_digest=weights_digest(module.backbone))
-        add_lora(model, self.spec)
+        self.spec = self.make_spec(targets, weights_digest(module.backbone))
+        add_adapters(model, self.spec)
         self.restore(module)
         adapters = sum(p.numel() for p in adapter_parameters(module.backbone))
-        log.info("LoRA r=%d on %d layers of %s: %s adapter parameters", self.spec.r, len(targets), module.backbone.name,
+        log.info("%s on %d layers of %s: %s adapter parameters", self.name, len(targets), module.backbone.name,
                  f"{adapters:,}")
 
     def restore(self, module) -> None:
@@ -54,17 +63,17 @@ class LoRA(Strategy):
             for name, m in module.backbone.named_modules():
                 if isinstance(m, _BatchNorm):
                     norms.update(f"backbone.{name}.{b}" for b, _ in m.named_buffers(recurse=False))
-        return {k: v for k, v in state.items() if not k.startswith("backbone.") or "lora_" in k or k in norms}
+        return {k: v for k, v in state.items() if not k.startswith("backbone.") or is_adapter(k) or k in norms}
 
     def check_checkpoint(self, module, state: Dict[str, Any]) -> None:
         missing = [k for k in self.checkpoint_keys(module, module.state_dict()) if k not in state]
         if missing:
             raise WeightsError(f"the checkpoint lacks {len(missing)} adapter/head tensors of this run (e.g. {missing[0]}); "
-                               "it was not written by this LoRA configuration")
+                               f"it was not written by this {self.name} configuration")
 
     def summary_info(self) -> Dict[str, Any]:
-        return {"adapted_layers": len(self.spec.targets), "r": self.spec.r, "alpha": self.spec.alpha,
-                "base_digest": self.spec.base_digest}
+        return {"adapted_layers": len(self.spec.targets), **({"r": self.spec.r, "alpha": self.spec.alpha}
+                if self.spec.method == "lora" else {}), "base_digest": self.spec.base_digest}
 
     def adapter_record(self) -> Dict[str, Any]:
         return self.spec.record()
@@ -78,3 +87,13 @@ class LoRA(Strategy):
                                f"{state['base_digest'][:12]}, this backbone's {self.spec.base_digest[:12]})")
         if list(state.get("targets", self.spec.targets)) != list(self.spec.targets):
             raise WeightsError("the checkpoint's adapters sit on other layers than strategy.target_modules selects now")
+
+
+class IA3(LoRA):
+    """IA3 (Liu et al. 2022): a learned scaling vector on the output of each target layer, initialised to 1; far
+    fewer parameters than LoRA. Same targets, checkpoints and loading as LoRA."""
+
+    name = "ia3"
+
+    def make_spec(self, targets, digest: str) -> AdapterSpec:
+        return AdapterSpec(targets, base_digest=digest, method="ia3")
