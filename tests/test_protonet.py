@@ -35,10 +35,11 @@ def test_episode_sampler_draws_n_way_k_shot_episodes():
 
 def test_prototype_head_is_the_nearest_mean_rule():
     features, prototypes = torch.randn(20, 8), torch.randn(5, 8)
-    weight, bias = prototype_head(prototypes)
-    linear = torch.softmax(features @ weight.T + bias, -1)
-    distance = torch.softmax(-torch.cdist(features, prototypes) ** 2, -1)
-    assert torch.allclose(linear, distance, atol=1e-5)
+    for scale in (1.0, 0.3):  # the learnt metric scale multiplies the negative squared distances
+        weight, bias = prototype_head(prototypes, scale)
+        linear = torch.softmax(features @ weight.T + bias, -1)
+        distance = torch.softmax(-scale * torch.cdist(features, prototypes) ** 2, -1)
+        assert torch.allclose(linear, distance, atol=1e-5)
 
 
 def test_protonet_run_classifies_by_the_nearest_mean_and_scores_episodes(tmp_path):

@@ -38,6 +38,10 @@ class ProtoNet(Strategy):
 
     def setup(self, module) -> None:
         self.initial = copy.deepcopy(module.backbone).eval()
+        # metric scaling (Oreshkin et al. 2018): logits = -exp(s) * squared distance, s learnt; set from the first
+        # episode so that pretrained features' large distances do not start with a loss of ~20 that wrecks them
+        module.register_parameter("metric_log_scale", torch.nn.Parameter(torch.zeros(())))
+        self.scale_set = False
         self.restore(module)
 
     def restore(self, module) -> None:
@@ -46,7 +50,8 @@ class ProtoNet(Strategy):
         self.freeze_norms(module)
 
     def param_groups(self, module):
-        return self.backbone_groups(module)
+        return self.backbone_groups(module) + [{"name": "metric_scale", "params": [module.metric_log_scale],
+                                                "lr": self.cfg.lr}]
 
     # episodes
     def wrap_datamodule(self, datamodule):
@@ -123,7 +128,12 @@ class ProtoNet(Strategy):
         features = module.features(batch["inputs"])
         support, query = features[: ways * shots], features[ways * shots:]
         prototypes = support.reshape(ways, shots, -1).mean(1)
-        logits = -torch.cdist(query, prototypes) ** 2
+        distances = torch.cdist(query, prototypes) ** 2
+        if not self.scale_set:  # the first episode's mean distance becomes 10 logit units
+            with torch.no_grad():
+                module.metric_log_scale.fill_(float(torch.log(10.0 / distances.mean().clamp(min=1e-6))))
+            self.scale_set = True
+        logits = -module.metric_log_scale.exp() * distances
         target = torch.arange(ways, device=logits.device).repeat_interleave(queries)
         return {"loss": F.cross_entropy(logits, target), "acc": (logits.argmax(-1) == target).float().mean()}
 
@@ -135,16 +145,19 @@ class ProtoNet(Strategy):
         features, labels = embed(module.backbone, datamodule.plain_loader("train", batch_size=64), module.channels_last)
         head = module.head[-1]
         prototypes = torch.stack([features[labels == c].mean(0) for c in range(head.out_features)])
-        weight, bias = prototype_head(prototypes)
+        weight, bias = prototype_head(prototypes, float(module.metric_log_scale.exp()))
         with torch.no_grad():
             head.weight.copy_(weight)
             head.bias.copy_(bias)
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"episodes_from": self.episodes_from, "episode_shape": list(self.episode_shape)}
+        return {"episodes_from": self.episodes_from, "episode_shape": list(self.episode_shape), "scale_set": self.scale_set}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.scale_set = bool(state.get("scale_set", False))
 
     def summary_info(self) -> Dict[str, Any]:
-        return self.state_dict()
+        return {"episodes_from": self.episodes_from, "episode_shape": list(self.episode_shape)}
 
     # few-shot evaluation
     def fewshot_evaluation(self, module, datamodule) -> Optional[Dict[str, Any]]:
@@ -188,9 +201,10 @@ class ProtoNet(Strategy):
         return out
 
 
-def prototype_head(prototypes: torch.Tensor):
-    """Linear weights and biases whose logits are -||f - c_k||^2 + ||f||^2: the nearest-mean rule's softmax."""
-    return 2 * prototypes, -(prototypes ** 2).sum(1)
+def prototype_head(prototypes: torch.Tensor, scale: float = 1.0):
+    """Linear weights and biases whose logits are scale * (-||f - c_k||^2 + ||f||^2): the nearest-mean rule's
+    softmax at that metric scale."""
+    return 2 * scale * prototypes, -scale * (prototypes ** 2).sum(1)
 
 
 def embed(backbone, loader, channels_last: bool = False):
