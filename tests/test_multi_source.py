@@ -69,6 +69,12 @@ def test_multi_source_checkpoint_feeds_backbone_checkpoint(tmp_path):
     assert target["source"]["acc_before"] == pytest.approx(source["test"]["test/acc"])
     assert target["source"]["forgetting"] == 0.0
     assert json.loads((tmp_path / "target" / "summary.json").read_text())["class_names"] == [f"class{i}" for i in range(4)]
+    # tl-eval on the run's own data scores it the same way (one head per source)
+    from tests.test_deploy import tool_config
+    from tl_lightning.deploy.evaluate import evaluate
+
+    cfg = tool_config("eval", [f"ckpt_path={tmp_path}/source/checkpoints/best.ckpt", "logger=none"], tmp_path / "eval")
+    assert evaluate(cfg, str(tmp_path / "eval"))["test"]["test/acc"] == pytest.approx(source["test"]["test/acc"])
 
 
 def test_a_source_without_plus_says_how_to_add_it(compose):

@@ -21,6 +21,7 @@ from tl_lightning.config.validate import validate_data
 from tl_lightning.data import build_datamodule
 from tl_lightning.data.all_samples import all_samples
 from tl_lightning.data.base import batch_size_for
+from tl_lightning.data.multi_source import restrict_logits
 from tl_lightning.errors import ConfigError, DataError
 from tl_lightning.inference import InferenceModel, load
 from tl_lightning.losses.fairness import attribute_of_groups
@@ -35,11 +36,13 @@ class EvalModule(L.LightningModule):
     """The inference model in a test loop; data labels are mapped onto the model's classes (``target_map``)."""
 
     def __init__(self, model: InferenceModel, target_map: List[int], group_names: List[str] = (),
-                 group_attribute=None):
+                 group_attribute=None, class_masks: Optional[torch.Tensor] = None):
         super().__init__()
         self.model = model
         self.class_names = model.class_names
         self.register_buffer("target_map", torch.tensor(target_map, dtype=torch.long), persistent=False)
+        # a multi-source run's own data: each sample scored over its source's classes, as the run tested it
+        self.register_buffer("class_masks", class_masks, persistent=False)
         self.present = set(target_map)
         # groups: the data's slices; the attribute of each group: what the fairness gaps compare
         self.test_metrics = StageMetrics("test", len(model.class_names), group_names, group_attribute)
@@ -49,7 +52,7 @@ class EvalModule(L.LightningModule):
         return self.model(in_memory_format(inputs, self.channels_last))
 
     def test_step(self, batch, batch_idx):
-        logits = self(batch["inputs"])
+        logits = restrict_logits(self(batch["inputs"]), self.class_masks, batch["group"])
         target = self.target_map[batch["target"]]
         self.log("test/loss", F.cross_entropy(logits, target), on_epoch=True, sync_dist=True, prog_bar=True)
         self.test_metrics.update(logits, target, batch.get("group"))
@@ -114,8 +117,12 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
     loader = DataLoader(dataset, batch_size=batch_size_for(data_cfg, "test"), shuffle=False,
                         num_workers=data_cfg.num_workers, collate_fn=model.preprocessing.collate)
     groups = datamodule.group_names if split != "all" else []
-    module = EvalModule(model, class_mapping(datamodule.class_names, model.class_names, data_cfg.name), groups,
-                        attribute_of_groups(groups, "shortcut" in datamodule.split_info) if groups else None)
+    target_map = class_mapping(datamodule.class_names, model.class_names, data_cfg.name)
+    masks = getattr(datamodule, "class_masks", None) if split != "all" else None
+    multi = masks is not None and target_map == list(range(len(model.class_names)))
+    module = EvalModule(model, target_map, groups,
+                        attribute_of_groups(groups, "shortcut" in datamodule.split_info) if groups and masks is None
+                        else None, masks if multi else None)
     if cfg.trainer.channels_last and datamodule.modality == "image":
         module.channels_last = True
         module.to(memory_format=torch.channels_last)
