@@ -69,7 +69,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
                             run_config=run_config, class_counts=datamodule.split_info["class_counts"]["train"],
                             group_names=datamodule.group_names,
                             group_attribute=attribute_of_groups(datamodule.group_names, "shortcut" in datamodule.split_info)
-                            if datamodule.group_names and datamodule.name != "multi_source" else None,
+                            if datamodule.group_names and getattr(datamodule, "class_masks", None) is None else None,
                             class_masks=getattr(datamodule, "class_masks", None),
                             group_counts=(datamodule.split_info.get("groups") or {}).get("counts", {}).get("train"))
     check_metric_names(cfg, module.logged_metric_names())
