@@ -145,7 +145,7 @@ class ProtoNet(Strategy):
         features, labels = embed(module.backbone, datamodule.plain_loader("train", batch_size=64), module.channels_last)
         head = module.head[-1]
         prototypes = torch.stack([features[labels == c].mean(0) for c in range(head.out_features)])
-        weight, bias = prototype_head(prototypes, float(module.metric_log_scale.exp()))
+        weight, bias = prototype_head(prototypes, float(module.metric_log_scale.detach().exp()))
         with torch.no_grad():
             head.weight.copy_(weight)
             head.bias.copy_(bias)
