@@ -181,3 +181,13 @@ def test_ia3_checkpoint_holds_scalings_and_reloads_to_the_same_logits(tmp_path):
     with torch.no_grad():
         assert torch.allclose(load(str(tmp_path / "run" / "checkpoints" / "best.ckpt"))(saved["inputs"]), saved["logits"],
                               atol=1e-5)
+
+
+def test_a_layer_peft_cannot_adapt_is_one_line():
+    import torchvision
+
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=16,
+                                               mlp_dim=32)
+    with pytest.raises(ConfigError) as info:  # IA3 has no MultiheadAttention layer
+        add_adapters(vit, AdapterSpec(default_targets(vit), method="ia3"))
+    assert "\n" not in str(info.value) and "strategy=ia3: peft cannot adapt" in str(info.value)

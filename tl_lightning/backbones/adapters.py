@@ -111,8 +111,8 @@ def add_adapters(model: nn.Module, spec: AdapterSpec):
         config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.targets))
         return LoraModel(model, config, "default")
     except (ValueError, TypeError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"strategy={spec.method}: peft cannot adapt the chosen layers: {first}") from None
+        reason = " ".join(str(exc).split())[:240] or type(exc).__name__  # peft's message spans lines (module reprs)
+        raise ConfigError(f"strategy={spec.method}: peft cannot adapt the chosen layers: {reason}") from None
 
 
 def is_adapter(name: str) -> bool:
