@@ -52,7 +52,7 @@ def test_help_lists_group_choices(tmp_path):
     assert proc.returncode == 0
     for line in ("backbone: checkpoint, efficientnet_b0, efficientnet_lite0, hf, inception_v3, minilm, resnet18, "
                  "resnet50, timm, vgg16, vit_b_16",
-                 "strategy: ewc, finetune, l2sp, linear_probe, lp_ft, progressive, scratch",
+                 "strategy: ewc, finetune, ia3, l2sp, linear_probe, lora, lp_ft, progressive, protonet, scratch",
                  "logger: csv, many, none, tensorboard, wandb",
                  "loss: balanced_softmax, ce, class_balanced, focal, group_dro, logit_adjusted"):
         assert line in proc.stdout

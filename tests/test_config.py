@@ -24,7 +24,7 @@ def test_every_data_option_validates_with_its_schema(compose, data):
     assert cfg.data.name == data
     expected = {"synthetic": schema.SyntheticDataConf, "fortunes": schema.FortunesDataConf, "text_csv": schema.TextCsvDataConf,
                 "text_folder": schema.TextDataConf, "synthetic_text": schema.SyntheticTextDataConf,
-                "image_folder": schema.ImageFolderDataConf}
+                "image_folder": schema.ImageFolderDataConf, "multi_source": schema.MultiSourceDataConf}
     assert OmegaConf.get_type(cfg.data) is expected.get(data, schema.ImageDataConf)
     # text data brings its default text backbone (an override in the data option's defaults list)
     text = data in ("fortunes", "text_csv", "text_folder", "synthetic_text")
@@ -51,7 +51,7 @@ def test_every_option_of_other_groups_validates(compose, group, tmp_path, monkey
     source = tmp_path / "best.ckpt"  # experiment=split_fashion starts from a source run's checkpoint
     source.write_bytes(EMPTY_ZIP)
     for option in OPTIONS[group]:
-        extra = [f"backbone.path={source}"] if option == "split_fashion" else []
+        extra = [f"backbone.path={source}"] if option in ("split_fashion", "multi_source_fashion") else []
         extra += ["data.shortcut.kind=tint"] if option == "group_dro" else []  # Group DRO needs groups
         cfg = validate_config(compose([f"{group}={option}", *extra]))
         if group == "strategy":
@@ -103,7 +103,8 @@ def test_option_files_list_only_what_differs_from_their_schema():
 
 
 def test_help_groups_come_from_the_option_files():
-    assert OPTIONS["strategy"] == ["ewc", "finetune", "l2sp", "linear_probe", "lp_ft", "progressive", "scratch"]
+    assert OPTIONS["strategy"] == ["ewc", "finetune", "ia3", "l2sp", "linear_probe", "lora", "lp_ft", "progressive",
+                                   "protonet", "scratch"]
     assert all(not name.startswith("schema") for options in OPTIONS.values() for name in options)
 
 
@@ -133,7 +134,7 @@ def test_interpolations_are_resolved(compose):
     (["data.samples_per_class=0"], ["data.samples_per_class"]),
     (["strategy.lr=-1"], ["strategy.lr"]),
     (["loss.label_smoothing=1.2"], ["loss.label_smoothing"]),
-    (["strategy.name=ewc_typo"], ["unknown strategy 'ewc_typo'", "ewc, finetune, l2sp, linear_probe, lp_ft"]),
+    (["strategy.name=ewc_typo"], ["unknown strategy 'ewc_typo'", "ewc, finetune, ia3, l2sp, linear_probe, lora, lp_ft"]),
     (["strategy=progressive", "scheduler.name=onecycle"], ["use scheduler.name=cosine or none"]),
     (["strategy=progressive", "strategy.schedule=weekly"], ["strategy.schedule", "epochs, plateau, phases"]),
     (["strategy=progressive", "strategy.schedule=phases"], ["strategy.schedule=phases needs strategy.phases"]),

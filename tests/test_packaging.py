@@ -35,7 +35,7 @@ def test_installed_wheel_runs_its_console_script_outside_the_checkout(tmp_path):
     proc = subprocess.run([str(target / "bin" / "tl-train"), "--help"], cwd=elsewhere, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "strategy: ewc, finetune, l2sp, linear_probe, lp_ft, progressive, scratch" in proc.stdout
+    assert "strategy: ewc, finetune, ia3, l2sp, linear_probe, lora, lp_ft, progressive, protonet, scratch" in proc.stdout
     assert "hydra/launcher: slurm" in proc.stdout and "name: fashion_mnist" in proc.stdout
     report = subprocess.run([str(target / "bin" / "tl-report"), str(elsewhere)], cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=120)
