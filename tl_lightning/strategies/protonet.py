@@ -131,7 +131,11 @@ class ProtoNet(Strategy):
         distances = torch.cdist(query, prototypes) ** 2
         if not self.scale_set:  # the first episode's mean distance becomes 10 logit units
             with torch.no_grad():
-                module.metric_log_scale.fill_(float(torch.log(10.0 / distances.mean().clamp(min=1e-6))))
+                mean = distances.mean()
+                if torch.distributed.is_available() and torch.distributed.is_initialized():  # one value on every rank
+                    torch.distributed.all_reduce(mean)
+                    mean /= torch.distributed.get_world_size()
+                module.metric_log_scale.fill_(float(torch.log(10.0 / mean.clamp(min=1e-6))))
             self.scale_set = True
         logits = -module.metric_log_scale.exp() * distances
         target = torch.arange(ways, device=logits.device).repeat_interleave(queries)
