@@ -2,9 +2,10 @@
 run with its few-shot evaluation, and the bad inputs."""
 
 import numpy as np
+import pytest
 import torch
 
-from tests.conftest import TINY, expect_user_error, train_inprocess
+from tests.conftest import TINY, expect_user_error, run_train, train_inprocess
 from tl_lightning.data.episodes import EpisodeSampler
 from tl_lightning.strategies.protonet import prototype_head
 
@@ -17,8 +18,9 @@ PROTO = TINY + ["data.per_class=40", "strategy=protonet", "data.classes=[2,3]", 
 def test_episode_sampler_draws_n_way_k_shot_episodes():
     labels = np.repeat(np.arange(6), 10)
     sampler = EpisodeSampler(labels, ways=3, shots=2, queries=4, episodes=50, seed=0)
-    episodes = list(sampler)
-    assert len(episodes) == len(sampler) == 50
+    flat = list(sampler)
+    assert len(flat) == len(sampler) == 50 * sampler.episode_size  # a DataLoader's batch_size=18 cuts the episodes
+    episodes = [flat[i: i + 18] for i in range(0, len(flat), 18)]
     seen_classes = set()
     for ep in episodes:
         assert len(ep) == 3 * (2 + 4) and len(set(ep)) == len(ep)  # support and queries never share a sample
@@ -28,9 +30,11 @@ def test_episode_sampler_draws_n_way_k_shot_episodes():
         assert len(set(support[:, 0])) == 3 and (support[:, 0] == query[:, 0]).all()  # 3 distinct ways, same order
         seen_classes.update(support[:, 0])
     assert seen_classes == set(range(6))
-    assert list(sampler) == episodes  # the same (seed, epoch): the same episodes (resume)
+    assert list(sampler) == flat  # the same (seed, epoch): the same episodes (resume)
     sampler.set_epoch(1)
-    assert list(sampler) != episodes
+    assert list(sampler) != flat
+    other_rank = EpisodeSampler(labels, ways=3, shots=2, queries=4, episodes=50, seed=0, num_replicas=2, rank=1)
+    assert list(other_rank) != flat  # each DDP rank draws its own episodes
 
 
 def test_prototype_head_is_the_nearest_mean_rule():
@@ -78,3 +82,20 @@ def test_protonet_bad_inputs(tmp_path):
     expect_user_error(PROTO + ["strategy.queries=0"], tmp_path / "h", "strategy.queries", "positive")
     expect_user_error(PROTO + ["strategy.shots=40"], tmp_path / "e", "40 shots")
     expect_user_error(PROTO + ["data.samples_per_class=8"], tmp_path / "f", "strategy.eval_episodes", "8 shots")
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("ddp")
+def test_protonet_under_ddp_ranks_draw_their_own_episodes_and_stay_identical(tmp_path):
+    """2 gloo processes: the episode sampler stays in place (Lightning does not swap it for its own), each rank
+    trains on its own episodes, and weights (the metric scale included) stay identical on both ranks."""
+    seen = (f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenBatches, key: index, "
+            f"path: '{tmp_path}/seen/rank{{rank}}.txt'}}")
+    digest = f"+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {tmp_path / 'dg'}}}"
+    proc = run_train(PROTO + ["trainer=ddp_cpu", seen, digest], tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [(tmp_path / "dg" / f"rank{r}.sha256").read_text().splitlines() for r in (0, 1)]
+    assert ranks[0] == ranks[1] and "world=2 step=6" in ranks[0][-1]  # 3 episodes an epoch on each rank, 2 epochs
+    batches = [(tmp_path / "seen" / f"rank{r}.txt").read_text().splitlines() for r in (0, 1)]
+    assert len(batches[0]) == 2 and batches[0] != batches[1]
+    assert all(len(line.split()) == 3 * 2 * (2 + 2) for line in batches[0])  # 3 episodes of 2 ways x (2 + 2)

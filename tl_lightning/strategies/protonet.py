@@ -55,7 +55,7 @@ class ProtoNet(Strategy):
 
     # episodes
     def wrap_datamodule(self, datamodule):
-        from tl_lightning.data.episodes import EpisodeSampler, EpisodicDataModule
+        from tl_lightning.data.episodes import EpisodicDataModule
 
         cfg = self.cfg
         budget = datamodule.cfg.samples_per_class
@@ -92,10 +92,9 @@ class ProtoNet(Strategy):
                               f"of the episodes' source ({self.episodes_from}) has {smallest} samples; lower "
                               "strategy.shots or strategy.queries")
         self.episode_shape = (ways, shots, queries)
-        sampler = EpisodeSampler(labels, ways, shots, queries, cfg.episodes_per_epoch, datamodule.cfg.seed)
         log.info("protonet: %d episodes per epoch, %d-way %d-shot %d-query, from %s", cfg.episodes_per_epoch, ways,
                  shots, queries, self.episodes_from)
-        return EpisodicDataModule(datamodule, source, sampler)
+        return EpisodicDataModule(datamodule, source, self.episode_shape, cfg.episodes_per_epoch)
 
     def _source_split(self, datamodule):
         """The training split of the source classes (all their samples, unless strategy.source_per_class)."""
