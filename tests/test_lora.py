@@ -191,3 +191,18 @@ def test_a_layer_peft_cannot_adapt_is_one_line():
     with pytest.raises(ConfigError) as info:  # IA3 has no MultiheadAttention layer
         add_adapters(vit, AdapterSpec(default_targets(vit), method="ia3"))
     assert "\n" not in str(info.value) and "strategy=ia3: peft cannot adapt" in str(info.value)
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("ddp")
+def test_lora_under_ddp_keeps_ranks_identical(tmp_path):
+    from tests.conftest import run_train
+
+    digest = f"+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {tmp_path / 'dg'}}}"
+    proc = run_train(LITE0 + ["trainer=ddp_cpu", digest], tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [(tmp_path / "dg" / f"rank{r}.sha256").read_text().splitlines() for r in (0, 1)]
+    assert ranks[0] == ranks[1] and "world=2" in ranks[0][-1]
+    assert ranks[0][0].split()[-1] != ranks[0][1].split()[-1]  # the adapters moved between the epochs
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert all("lora_" in k for k in ckpt["state_dict"] if k.startswith("backbone."))
