@@ -5,10 +5,10 @@ dataset's classes that ``data.classes`` leaves out): the loss is cross-entropy o
 distances of the queries to the support means, times a learnt metric scale s. The target is then classified by
 the nearest mean of its labelled budget (the support set), written into the ordinary linear head: with
 prototype c_k, -s ||f - c_k||^2 = s (2 c_k.f - ||c_k||^2) - s ||f||^2, and the last term is the same for every
-class, so a head with weights 2 s c_k and biases -s ||c_k||^2 gives the same softmax. Checkpoints, eval, predict and export therefore
-need nothing special. After testing, ``strategy.eval_episodes`` few-shot episodes on the target's test split
-score the nearest mean and a logistic-regression probe on the same support sets, with the meta-trained and
-the initial backbone (mean accuracy with a 95 % confidence interval).
+class, so a head with weights 2 s c_k and biases -s ||c_k||^2 gives the same softmax. Checkpoints, eval,
+predict and export therefore need nothing special. After testing, ``strategy.eval_episodes`` few-shot
+episodes on the target's test split score the nearest mean and a logistic-regression probe on the same
+support sets, with the meta-trained and the initial backbone (mean accuracy with a 95 % confidence interval).
 """
 
 import copy
