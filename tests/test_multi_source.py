@@ -82,3 +82,12 @@ def test_a_source_without_plus_says_how_to_add_it(compose):
 
     with pytest.raises(ConfigError, match=r"data.sources is a mapping; .*'\+data.sources.<name>="):
         compose(MULTI[:-1] + ["data.sources={a: {name: digits}}"])
+
+
+def test_group_balanced_sampling_draws_each_source_equally_often(compose):
+    dm = _datamodule(compose, SOURCES, "data.sampler=group_balanced")
+    train = dm.datasets["train"]
+    assert np.bincount(train.sample_groups).tolist() == [len(train) - 12, 12]  # in proportion: a's 3x12-ish, b's 12
+    drawn = np.asarray(list(dm.train_dataloader().sampler))
+    share = np.bincount(train.sample_groups[drawn], minlength=2) / len(drawn)
+    assert abs(share[0] - 0.5) < 0.1, share  # balanced: half of the draws from the smaller source

@@ -156,7 +156,7 @@ def _check_values(cfg: DictConfig) -> None:
     if not 0.0 < cfg.loss.beta < 1.0:
         raise ConfigError(f"config key 'loss.beta': must be in (0, 1) (e.g. 0.999), got {cfg.loss.beta}")
     has_groups = (cfg.data.get("shortcut") is not None and cfg.data.shortcut.kind is not None) or \
-        bool(cfg.data.get("group_column"))
+        bool(cfg.data.get("group_column")) or cfg.data.name == "multi_source"  # each source is a group
     if cfg.loss.name == "group_dro" and not has_groups:
         raise ConfigError(f"loss=group_dro needs groups in the data: {GROUP_SOURCES}")
     if cfg.data.sampler == "group_balanced" and not has_groups:
@@ -226,7 +226,7 @@ def _check_trainer(tr: DictConfig) -> None:
 
 
 GROUP_SOURCES = ("data.shortcut.kind=tint|patch (any image data), data.groups_csv=<file> data.group_column=<column> "
-                 "(data=image_folder), data.group_column=<column> (data=text_csv)")
+                 "(data=image_folder), data.group_column=<column> (data=text_csv), data=multi_source (its sources)")
 
 
 def _check_files(cfg: DictConfig) -> None:
