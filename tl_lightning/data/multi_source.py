@@ -2,8 +2,8 @@
 
 Each entry of ``data.sources`` is a data option with its overrides (``{name: digits, samples_per_class: 100}``);
 the option's own YAML supplies the rest, and the run's seed, image size, augmentation and loader settings apply
-to every source. The union's classes are the sources' classes in order; each source is a group (``batch["group"]``,
-so val/test report accuracy per source), and ``class_masks`` restricts every sample's logits to its own source's
+to every source (image data options). The union's classes are the sources' classes in order; each source is a
+group (``batch["group"]``: testing reports accuracy per source, validation the mean and the worst), and ``class_masks`` restricts every sample's logits to its own source's
 classes: one linear layer acting as one head per source. ``data.sampler=random`` draws sources in proportion
 to their size, ``group_balanced`` each source equally often.
 """
@@ -93,8 +93,8 @@ class MultiSourceDataModule(TransferDataModule):
     def __init__(self, cfg, preprocessing, download_dir: str = "data"):
         super().__init__(cfg, preprocessing, download_dir)
         if not cfg.sources:
-            raise ConfigError("data=multi_source needs data.sources: {<name>: {name: <data option>, ...}, ...} "
-                              "(two or more)")
+            raise ConfigError("data=multi_source needs data.sources: '++data.sources={<name>: {name: <data option>, "
+                              "...}, ...}' (or an experiment config listing them)")
         from tl_lightning.data.registry import build_datamodule
 
         shared = {k: cfg[k] for k in SHARED_KEYS if k in cfg}

@@ -114,6 +114,8 @@ class ProtoNet(Strategy):
         source_dm = build_datamodule(OmegaConf.merge(full, {"classes": source_ids,
                                                             "samples_per_class": self.cfg.source_per_class}),
                                      datamodule.preprocessing, self.data_dir)
+        if hasattr(datamodule, "cache_dir"):  # text data: tokenised splits are cached there
+            source_dm.cache_dir = datamodule.cache_dir
         source_dm.setup("fit")
         overlap = sorted(set(source_dm.split_info["kept_class_ids"]) & set(kept))
         if overlap:
