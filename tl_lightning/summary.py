@@ -84,7 +84,7 @@ def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, coun
 
 def checkpoint_size(module, path: str) -> Dict[str, Any]:
     """Bytes of weights a checkpoint holds (all, or adapters + head for adapter checkpoints) against the full
-    model's, and the file's size (with optimizer state)."""
+    model's, and the size of the checkpoint file."""
     state = module.state_dict()
     kept = module.strategy.checkpoint_keys(module, state)
     full = sum(t.numel() * t.element_size() for t in state.values())
