@@ -250,7 +250,9 @@ class ProtoNetConf(StrategyConf):
     eval_episodes: int = 600  # few-shot episodes on the test split after testing (0: none)
     eval_ways: Optional[int] = None  # null: every target class
     eval_queries: int = 15
-    backbone_lr_mult: float = 0.1
+    # backbone lr 3e-5: on the few-shot Fashion-MNIST val, 3e-4 (finetune's) fitted the five source classes' episodes
+    # and lost the target (5-shot val 79.9 against 87.0 %, 1-shot 59.4 against 63.2 %, 3 seeds)
+    backbone_lr_mult: float = 0.01
     bn: str = "freeze_stats"
 
 
