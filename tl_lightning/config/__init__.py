@@ -19,3 +19,17 @@ def group_options(config_dir: str = CONFIG_DIR) -> Dict[str, List[str]]:
             continue
         groups.setdefault(group, []).append(path.stem)
     return {g: sorted(opts) for g, opts in sorted(groups.items())}
+
+
+def load_option(group: str, name: str):
+    """An option file of a config group as a plain node (its defaults list dropped); an unknown name is one line."""
+    from omegaconf import OmegaConf
+
+    from tl_lightning.errors import unknown_name
+
+    options = group_options()[group]
+    if name not in options:
+        raise unknown_name(group, name, options, group)
+    node = OmegaConf.load(Path(CONFIG_DIR) / group / f"{name}.yaml")
+    node.pop("defaults", None)
+    return node

@@ -9,7 +9,6 @@ to their size, ``group_balanced`` each source equally often.
 """
 
 import hashlib
-import os
 from typing import List, Optional
 
 import numpy as np
@@ -70,19 +69,16 @@ def restrict_logits(logits: torch.Tensor, class_masks: Optional[torch.Tensor], g
 
 def source_config(name: str, node, shared) -> "OmegaConf":
     """A source's data config: its option's YAML, the shared run settings, then its own overrides; validated."""
-    from tl_lightning.config import CONFIG_DIR
+    from tl_lightning.config import load_option
     from tl_lightning.config.validate import validate_data
 
     if not isinstance(node, dict) and not OmegaConf.is_dict(node) or not node.get("name"):
         raise ConfigError(f"config key 'data.sources.{name}': expected a data option with overrides, e.g. "
                           "{name: digits, samples_per_class: 100}")
-    path = os.path.join(CONFIG_DIR, "data", f"{node['name']}.yaml")
-    option = OmegaConf.load(path) if os.path.isfile(path) else OmegaConf.create({})
-    option.pop("defaults", None)
-    keys = [k for k in SHARED_KEYS if k in shared and (k != "image_size" or "image_size" in option or shared[k])]
-    merged = OmegaConf.merge(option, {k: shared[k] for k in keys}, node)
     try:
-        return validate_data(merged)
+        option = load_option("data", node["name"])
+        keys = [k for k in SHARED_KEYS if k in shared and (k != "image_size" or "image_size" in option or shared[k])]
+        return validate_data(OmegaConf.merge(option, {k: shared[k] for k in keys}, node))
     except ConfigError as exc:
         raise ConfigError(f"data.sources.{name}: {exc}") from None
 

@@ -13,24 +13,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tl_lightning.atomic import atomic_write
-from tl_lightning.config import CONFIG_DIR, group_options
+from tl_lightning.config import load_option
 from tl_lightning.config.schema import BackboneConf
 from tl_lightning.config.validate import merge_into_schema, validate_data
-from tl_lightning.errors import ConfigError, DataError, unknown_name
+from tl_lightning.errors import ConfigError, DataError
 
 log = logging.getLogger("tl_lightning")
 KIND_PREFIXES = ("timm", "torchvision", "hf")
 MIN_SAMPLES = 10  # a side, for the gap's tests (5-fold domain classifier, covariances)
-
-
-def load_option(group: str, name: str) -> DictConfig:
-    """An option file of a config group as a plain node (its defaults list dropped)."""
-    options = group_options()[group]
-    if name not in options:
-        raise unknown_name(group, name, options, group)
-    node = OmegaConf.load(os.path.join(CONFIG_DIR, group, f"{name}.yaml"))
-    node.pop("defaults", None)
-    return node
 
 
 def parse_candidate(spec: str) -> Tuple[str, DictConfig, bool]:
