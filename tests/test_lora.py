@@ -104,8 +104,8 @@ def lora_run(tmp_path_factory):
 def test_adapter_checkpoint_holds_adapters_and_head_and_reloads_to_the_same_logits(lora_run):
     from omegaconf import OmegaConf
 
-    from tl_lightning.backbones.adapters import weights_digest
     from tl_lightning.backbones.registry import build_backbone
+    from tl_lightning.backbones.weights import weights_digest
     from tl_lightning.inference import load
 
     run, summary = lora_run

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tl_lightning.atomic import atomic_torch_save
+from tl_lightning.backbones.weights import weights_digest
 from tl_lightning.batch import KEYS, collect, sample
 from tl_lightning.data.base import batch_size_for, shuffle_kwargs
 
@@ -24,19 +25,11 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-def weights_hash(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def cache_key(backbone, datamodule) -> Dict[str, Any]:
     return {
         "version": 2,
         "architecture": backbone.arch,
-        "weights": weights_hash(backbone),
+        "weights": weights_digest(backbone)[:16],
         "split": {k: datamodule.split_info.get(k) for k in ("dataset", "fingerprint", "sizes", "kept_class_ids",
                                                              "samples_per_class", "shortcut")},
         "transform": repr(datamodule.plain_loader("train", 1).dataset.transform),

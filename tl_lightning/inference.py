@@ -131,7 +131,8 @@ def _adapted_backbone(record: Dict[str, Any], config: Dict[str, Any], weights: D
                       image_size: Optional[int], path: str, key: str) -> Backbone:
     """An adapter-only checkpoint: the base backbone from the run's backbone config (its pretrained weights), checked
     against the recorded digest, plus the saved adapters, merged into plain layers."""
-    from tl_lightning.backbones.adapters import AdapterSpec, add_adapters, is_adapter, merge, weights_digest
+    from tl_lightning.backbones.adapters import AdapterSpec, add_adapters, is_adapter, merge
+    from tl_lightning.backbones.weights import weights_digest
 
     spec = AdapterSpec.from_record(record["adapter"])
     base_cfg = OmegaConf.create(config["backbone"])

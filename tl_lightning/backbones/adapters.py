@@ -7,12 +7,10 @@ the backbone has its original architecture and names again (what eval, predict, 
 ``backbone=checkpoint`` use).
 """
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-import torch
 from torch import nn
 
 from tl_lightning.errors import ConfigError
@@ -40,16 +38,6 @@ class AdapterSpec:
                    float(record.get("dropout", 0.0)), record.get("base_digest", ""), record.get("method", "lora"))
 
 
-def weights_digest(module: nn.Module) -> str:
-    """sha256 over the names and bytes of ``module``'s state dict (parameters and buffers)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _adaptable(model: nn.Module) -> Dict[str, nn.Module]:
     """Layers peft can adapt, outermost only (a MultiheadAttention's own out_proj is part of it)."""
     out: Dict[str, nn.Module] = {}
@@ -59,11 +47,11 @@ def _adaptable(model: nn.Module) -> Dict[str, nn.Module]:
     return out
 
 
-def default_targets(model: nn.Module) -> List[str]:
+def default_targets(model: nn.Module, layers: Optional[Dict[str, nn.Module]] = None) -> List[str]:
     """Attention projections of a transformer (a name part holding 'attn' or 'attention': timm ViT's attn.qkv and
     attn.proj, BERT's query/key/value/output.dense, DistilBERT's q_lin..., torchvision's MultiheadAttention);
     otherwise the 1x1 and 3x3 convolutions that are not grouped (depthwise convolutions are left out)."""
-    layers = _adaptable(model)
+    layers = _adaptable(model) if layers is None else layers
     attention = [n for n, m in layers.items() if isinstance(m, (nn.Linear, nn.MultiheadAttention))
                  and any("attn" in part or "attention" in part for part in n.split("."))]
     if attention:
@@ -76,7 +64,7 @@ def resolve_targets(model: nn.Module, patterns: Optional[List[str]], model_name:
     """The module names the adapters go on: ``patterns`` (regexes searched in module names) or the family default."""
     layers = _adaptable(model)
     if not patterns:
-        targets = default_targets(model)
+        targets = default_targets(model, layers)
         if not targets:
             raise ConfigError(f"adapters: {model_name} has no attention projection and no 1x1/3x3 convolution to "
                               f"adapt; name layers with strategy.target_modules ({_examples(layers)})")

@@ -6,6 +6,7 @@ it, and when it is absent we probe the host for a few seconds and fail with one 
 naming the file expected and the command that fetches it.
 """
 
+import hashlib
 import os
 import socket
 from typing import Dict, Optional
@@ -95,3 +96,14 @@ def load_into(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: st
             details.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
         raise WeightsError(f"{source} does not fit architecture {arch}: {'; '.join(details)}")
     model.load_state_dict(state, strict=False)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over the names, shapes and bytes of ``module``'s state dict (parameters and buffers): what names a
+    set of weights (feature-cache keys, the base of an adapter checkpoint)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

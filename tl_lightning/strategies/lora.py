@@ -8,18 +8,10 @@ backbone config, checks the digest, loads the adapters and merges them.
 import logging
 from typing import Any, Dict
 
-from torch.nn.modules.batchnorm import _BatchNorm
-
-from tl_lightning.backbones.adapters import (
-    AdapterSpec,
-    adapter_parameters,
-    add_adapters,
-    is_adapter,
-    resolve_targets,
-    weights_digest,
-)
+from tl_lightning.backbones.adapters import AdapterSpec, adapter_parameters, add_adapters, is_adapter, resolve_targets
+from tl_lightning.backbones.weights import weights_digest
 from tl_lightning.errors import WeightsError
-from tl_lightning.strategies.base import Strategy, set_trainable
+from tl_lightning.strategies.base import Strategy, norm_layers, set_trainable
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +52,9 @@ class LoRA(Strategy):
         BatchNorm statistics (they change during training)."""
         norms = set()
         if self.cfg.bn == "train":
+            statistics = {id(m) for m in norm_layers(module.backbone)}
             for name, m in module.backbone.named_modules():
-                if isinstance(m, _BatchNorm):
+                if id(m) in statistics:
                     norms.update(f"backbone.{name}.{b}" for b, _ in m.named_buffers(recurse=False))
         return {k: v for k, v in state.items() if not k.startswith("backbone.") or is_adapter(k) or k in norms}
 
