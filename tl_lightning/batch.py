@@ -23,6 +23,13 @@ def sample(inputs: Any, target: int, index: int, group: int = NO_GROUP) -> Batch
     return {"inputs": inputs, "target": target, "index": index, "group": group}
 
 
+def in_memory_format(inputs, channels_last: bool):
+    """An image batch in the model's memory format (``trainer.channels_last``); anything else unchanged."""
+    if channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+        return inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
 def to_device(batch: Batch, device) -> Batch:
     return move_data_to_device(batch, device)
 

@@ -12,7 +12,6 @@ import logging
 import os
 from typing import Any, Dict, Tuple
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -20,6 +19,7 @@ from tl_lightning.atomic import atomic_torch_save
 from tl_lightning.backbones.weights import weights_digest
 from tl_lightning.batch import KEYS, collect, sample
 from tl_lightning.data.base import batch_size_for, shuffle_kwargs
+from tl_lightning.data.wrapped import WrappedDataModule
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -95,19 +95,19 @@ class FeatureDataset(Dataset):
         return sample(self.x[k], self.target[k], self.index[k], self.group[k])
 
 
-class FeatureDataModule(L.LightningDataModule):
+class FeatureDataModule(WrappedDataModule):
     """Train/val/test loaders over cached features, with the original datamodule's batch sizes."""
 
-    def __init__(self, tensors: Dict[str, torch.Tensor], source):
-        super().__init__()
+    def __init__(self, tensors: Dict[str, torch.Tensor], wrapped, how: str = "miss"):
+        super().__init__(wrapped)
         self.tensors = tensors
-        self.source = source  # the image datamodule: class names, split info
-        self.class_names = source.class_names
-        self.num_classes = source.num_classes
-        self.split_info = source.split_info
+        self.how = how  # hit, or why the cache was (re)built
+
+    def summary_sections(self) -> Dict[str, Any]:
+        return {"feature_cache": self.how}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        cfg = self.source.cfg
+        cfg = self.unwrapped.cfg
         dataset = FeatureDataset(self.tensors, split)
         return DataLoader(dataset, batch_size=batch_size_for(cfg, split),
                           **shuffle_kwargs(self, len(dataset), cfg.seed, shuffle, dataset.target.numpy(),

@@ -1,67 +1,85 @@
 """TransferModule: one LightningModule for every strategy (backbone + new head + loss + metrics).
 
 The loss is the ``loss`` group's criterion plus the terms from ``loss.terms`` and from the strategy
-(tl_lightning/losses); batches are dicts (tl_lightning/batch.py). Checkpoints record what
+(tl_lightning/losses); batches are dicts (tl_lightning/batch.py); what the data's task is (classes, counts,
+groups, class masks) comes from the task description (tl_lightning/task.py). Checkpoints record what
 ``tl_lightning.inference`` needs to rebuild the model without this class.
 """
 
-from typing import Any, Dict, List, Optional, Set
+from contextlib import contextmanager
+from typing import Any, Dict, Set
 
 import lightning as L
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from tl_lightning.backbones.base import Backbone
-from tl_lightning.data.multi_source import restrict_logits
+from tl_lightning.batch import in_memory_format
 from tl_lightning.inference import build_head
 from tl_lightning.losses import build_criterion, build_terms, total_loss
 from tl_lightning.metrics import StageMetrics, log_stage_end
 from tl_lightning.optim import build_optimizer, build_scheduler
 from tl_lightning.strategies.base import Strategy
-from tl_lightning.trainer import in_memory_format
+from tl_lightning.strategies.capabilities import OwnTrainingLoss, PartialCheckpoints, checkpoint_state
+from tl_lightning.task import TaskDescription
 
 
 class TransferModule(L.LightningModule):
-    def __init__(self, backbone: Backbone, num_classes: int, strategy: Strategy, optimizer_cfg, scheduler_cfg, loss_cfg,
-                 class_names: Optional[List[str]] = None, head_dropout: float = 0.0,
-                 run_config: Optional[Dict[str, Any]] = None, class_counts: Optional[List[int]] = None,
-                 group_names: Optional[List[str]] = None, group_counts: Optional[List[int]] = None,
-                 group_attribute: Optional[List[int]] = None, class_masks: Optional[torch.Tensor] = None):
+    def __init__(self, backbone: Backbone, task: TaskDescription, strategy: Strategy, cfg, run_config=None):
+        """``cfg``: the run's config (its optimizer, scheduler, loss and backbone.head_dropout nodes are read)."""
         super().__init__()
         self.backbone = backbone
-        self.head = build_head(backbone.feature_dim, num_classes, head_dropout)
-        self.head_dropout = head_dropout
+        self.task = task
+        self.head_dropout = cfg.backbone.head_dropout
+        self.head = build_head(backbone.feature_dim, task.num_classes, self.head_dropout)
         # counts: training samples per class (and per group): what the long-tail and group-robust criteria weigh by
-        self.criterion = build_criterion(loss_cfg, class_counts, group_counts)
-        self.criterion_name = loss_cfg.name
+        self.criterion = build_criterion(cfg.loss, task.class_counts.get("train"), task.group_counts.get("train"))
+        self.criterion_name = cfg.loss.name
         self.strategy = strategy
-        self.optimizer_cfg = optimizer_cfg
-        self.scheduler_cfg = scheduler_cfg
-        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.optimizer_cfg = cfg.optimizer
+        self.scheduler_cfg = cfg.scheduler
+        self.class_names = list(task.class_names)
         self.run_config = run_config or {}
         # no per-batch validation (a GPU sync each step) and update() rather than forward() (no per-batch value
         # to compute): train/acc is logged per epoch only
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.val_metrics = StageMetrics("val", num_classes, group_names or (), group_attribute)
-        self.test_metrics = StageMetrics("test", num_classes, group_names or (), group_attribute)
-        # the sensitive attribute of each group: what the fairness loss terms compare (tl_lightning/losses/fairness.py)
-        self.group_attribute = torch.as_tensor(group_attribute, dtype=torch.long) if group_attribute is not None else None
-        # multi-source data: group g's samples are scored over its own source's classes only (one head per source)
-        self.register_buffer("class_masks", class_masks, persistent=False)
-        self.channels_last = False  # set by the trainer.channels_last switch
-        self.features_input = False  # True: batches are cached backbone features (features.py)
+        self.train_acc = MulticlassAccuracy(task.num_classes, average="micro", validate_args=False)
+        self.val_metrics = StageMetrics("val", task.num_classes, task.group_names, task.group_attribute)
+        self.test_metrics = StageMetrics("test", task.num_classes, task.group_names, task.group_attribute)
+        self.channels_last = False  # trainer.channels_last (tl_lightning.trainer.apply_model_switches)
+        self._features_input = False  # True: batches are cached backbone features (read_features)
+        for name, parameter in strategy.module_parameters().items():
+            self.register_parameter(name, parameter)
         strategy.setup(self)
-        self.strict_loading = not strategy.adapter_checkpoints  # adapter checkpoints leave out the frozen base
-        self.loss_terms = build_terms(loss_cfg.terms) + strategy.loss_terms()
+        self.strict_loading = not isinstance(strategy, PartialCheckpoints)  # partial checkpoints lack the base
+        self.loss_terms = build_terms(cfg.loss.terms) + strategy.loss_terms()
         self.train()  # frozen parts to eval mode now: Lightning does not call train() when fit starts
 
     def forward(self, inputs) -> torch.Tensor:
-        if self.features_input:
+        if self._features_input:
             return self.head(inputs)
         return self.head(self.features(inputs))
 
     def features(self, inputs) -> torch.Tensor:
         return self.backbone(in_memory_format(inputs, self.channels_last))
+
+    def use_channels_last(self) -> None:
+        """NHWC memory format for the model and its image inputs (trainer.channels_last)."""
+        self.channels_last = True
+        self.to(memory_format=torch.channels_last)
+
+    def read_features(self, enabled: bool) -> None:
+        """Batches hold cached backbone features (tl_lightning/features.py) instead of raw inputs."""
+        self._features_input = enabled
+
+    @contextmanager
+    def raw_inputs(self):
+        """Inputs through the backbone inside the block, whatever the batches of fit hold (e.g. saliency maps of a
+        probe trained on cached features)."""
+        before, self._features_input = self._features_input, False
+        try:
+            yield self
+        finally:
+            self._features_input = before
 
     def logged_metric_names(self) -> Set[str]:
         """Every metric name this module logs: what optimized_metric and the monitors may name."""
@@ -82,17 +100,20 @@ class TransferModule(L.LightningModule):
         if self.training:
             self.strategy.on_train_mode(self)
 
+    def on_fit_end(self) -> None:
+        self.strategy.on_fit_end(self)
+
     def parameter_counts(self) -> Dict[str, Any]:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.parameters())
         return {"trainable": trainable, "frozen": total - trainable, "trainable_share": trainable / max(1, total)}
 
     def restrict(self, logits: torch.Tensor, batch) -> torch.Tensor:
-        return restrict_logits(logits, self.class_masks, batch["group"])
+        return self.task.restrict(logits, batch["group"])
 
     def training_step(self, batch, batch_idx):
-        own = self.strategy.training_loss(self, batch)  # e.g. episodes (protonet)
-        if own is not None:
+        if isinstance(self.strategy, OwnTrainingLoss):  # e.g. episodes (protonet)
+            own = self.strategy.training_loss(self, batch)
             self.log("train/loss", own["loss"], on_step=True, on_epoch=True, prog_bar=True)
             self.log("train/acc", own["acc"], on_step=False, on_epoch=True)
             return own["loss"]
@@ -140,17 +161,18 @@ class TransferModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        partial = isinstance(self.strategy, PartialCheckpoints)
         checkpoint["tl_lightning"] = {
             "config": self.run_config, "class_names": self.class_names, "architecture": self.backbone.arch,
             "input_spec": dict(self.backbone.input_spec.__dict__), "head_dropout": self.head_dropout,
             "strategy": self.strategy.name, "strategy_state": self.strategy.state_dict(),
-            "adapter": self.strategy.adapter_record(),
+            "adapter": self.strategy.adapter_record() if partial else None,
         }
-        checkpoint["state_dict"] = self.strategy.checkpoint_keys(self, checkpoint["state_dict"])
+        checkpoint["state_dict"] = checkpoint_state(self.strategy, self, checkpoint["state_dict"])
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         extra = checkpoint.get("tl_lightning", {})
-        if self.strategy.adapter_checkpoints:
+        if isinstance(self.strategy, PartialCheckpoints):
             self.strategy.check_checkpoint(self, checkpoint["state_dict"])
         if "strategy_state" in extra:
             self.strategy.load_state_dict(extra["strategy_state"])

@@ -1,11 +1,13 @@
-"""The task: build backbone, data, module, callbacks, loggers and trainer; fit; test the best checkpoint.
+"""The task: assemble (backbone, data, strategy, module, callbacks, loggers, trainer), fit, test the best
+checkpoint, collect the summary. A straight line that names no strategy, modality or data option: what a part
+needs from the run reaches it through the run context (tl_lightning/context.py), what it reports reaches
+summary.json through its summary sections (tl_lightning/summary.py).
 
 Pieces live next door: trainer.py (Trainer arguments), resume.py (resume/requeue), source_eval.py
-(forgetting of a checkpoint's source task), summary.py (summary.json), features.py (cached probe).
+(forgetting of a checkpoint's source task), summary.py (summary.json).
 """
 
 import logging
-import os
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -16,27 +18,19 @@ from tl_lightning.atomic import AtomicCheckpointIO, atomic_write
 from tl_lightning.backbones.registry import build_backbone
 from tl_lightning.callbacks.best_epoch import BestEpoch
 from tl_lightning.callbacks.factory import build_callbacks
-from tl_lightning.callbacks.misclassified import MisclassifiedExamples
 from tl_lightning.config.validate import check_metric_names
+from tl_lightning.context import DataPaths, RunContext, RunLayout
 from tl_lightning.data import build_datamodule
 from tl_lightning.data.base import batch_size_for
 from tl_lightning.data.groups import require_val_groups
-from tl_lightning.errors import ConfigError, Interrupted
-from tl_lightning.features import FeatureDataModule, load_or_build
+from tl_lightning.errors import Interrupted
 from tl_lightning.loggers import build_loggers, finish_wandb, log_lines_once
-from tl_lightning.losses.fairness import attribute_of_groups
 from tl_lightning.module import TransferModule
 from tl_lightning.resume import RUN_IN_PROGRESS, GracefulStop, StartRecorder, resolve_resume
 from tl_lightning.source_eval import SourceEvaluation
-from tl_lightning.strategies import build_strategy
-from tl_lightning.summary import (
-    build_summary,
-    checkpoint_size,
-    diagnostics_summary,
-    scalar_metrics,
-    strategy_summary,
-    write_summary,
-)
+from tl_lightning.strategies import build_strategy, strategy_class
+from tl_lightning.strategies.capabilities import WrapsData
+from tl_lightning.summary import build_summary, collect_sections, scalar_metrics, write_summary
 from tl_lightning.trainer import apply_model_switches, cluster_plugins, trainer_kwargs
 
 log = logging.getLogger(__name__)
@@ -48,44 +42,21 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     start = time.time()
     log_lines_once()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    strategy = build_strategy(cfg.strategy)
-    if not strategy.uses_pretrained and cfg.backbone.weights is not None:
-        raise ConfigError(f"strategy={strategy.name} starts from random weights; drop backbone.weights={cfg.backbone.weights}")
-    pretrained = bool(cfg.backbone.pretrained and strategy.uses_pretrained)
+    layout, paths = RunLayout(output_dir), DataPaths(cfg.paths.data_dir, cfg.paths.cache_dir)
+    pretrained = bool(cfg.backbone.pretrained and strategy_class(cfg.strategy.name).uses_pretrained)
     backbone = build_backbone(cfg.backbone, pretrained=pretrained, choice=backbone_choice,
                               image_size=cfg.data.get("image_size"))
-    datamodule = build_datamodule(cfg.data, backbone.preprocessing, cfg.paths.data_dir)
-    text_data = datamodule.modality == "text"
-    if text_data:
-        datamodule.cache_dir = cfg.paths.cache_dir  # tokenised splits are cached there
+    datamodule = build_datamodule(cfg.data, backbone.preprocessing, paths)
     datamodule.setup("fit")
     require_val_groups(cfg, datamodule.split_info)
-    strategy.source, strategy.datamodule, strategy.data_dir = backbone.source_task, datamodule, cfg.paths.data_dir
+    context = RunContext(paths, layout, datamodule, backbone.source_task, batch_size_for(cfg.data, "test"))
+    strategy = build_strategy(cfg.strategy, context)
     ckpt_path = resolve_resume(cfg.resume, output_dir)
-
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    module = TransferModule(backbone, datamodule.num_classes, strategy, cfg.optimizer, cfg.scheduler, cfg.loss,
-                            class_names=datamodule.class_names, head_dropout=cfg.backbone.head_dropout,
-                            run_config=run_config, class_counts=datamodule.split_info["class_counts"]["train"],
-                            group_names=datamodule.group_names,
-                            group_attribute=attribute_of_groups(datamodule.group_names, "shortcut" in datamodule.split_info)
-                            if datamodule.group_names and getattr(datamodule, "class_masks", None) is None else None,
-                            class_masks=getattr(datamodule, "class_masks", None),
-                            group_counts=(datamodule.split_info.get("groups") or {}).get("counts", {}).get("train"))
+    module = TransferModule(backbone, datamodule.task, strategy, cfg, run_config)
     check_metric_names(cfg, module.logged_metric_names())
-    eval_batch = batch_size_for(cfg.data, "test")
-    source = SourceEvaluation(backbone.source_task, backbone, cfg.paths.data_dir, eval_batch)
-    source.before()
-    feature_cache = None
-    if strategy.caches_features and cfg.strategy.cache_features:
-        if not datamodule.train_is_deterministic:
-            log.info("features are not cached: data.augment=%s changes the training samples every epoch",
-                     datamodule.augment)
-        else:
-            tensors, feature_cache = load_or_build(backbone, datamodule, cfg.paths.cache_dir, eval_batch)
-            datamodule = FeatureDataModule(tensors, datamodule)
-            module.features_input = True
-    datamodule = strategy.wrap_datamodule(datamodule)
+    source = SourceEvaluation(context, backbone)
+    fit_data = strategy.wrap_datamodule(datamodule, module) if isinstance(strategy, WrapsData) else datamodule
     apply_model_switches(module, cfg.trainer)
     counts = module.parameter_counts()
     run_name = f"{cfg.strategy.name}-{backbone.name}-{cfg.data.name}-spc{cfg.data.samples_per_class}-s{cfg.seed}"
@@ -93,62 +64,39 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     try:
         for logger in loggers:
             logger.log_hyperparams({**run_config, "params": counts})
-        started, best_epoch = StartRecorder(), BestEpoch()
-        last_path = os.path.join(output_dir, "checkpoints", "last.ckpt")
-        stop = GracefulStop(last_path)
-        callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers)) + strategy.callbacks() + \
-            [started, best_epoch, stop]
-        if text_data:
-            callbacks.append(MisclassifiedExamples(output_dir))
+        started, best_epoch, stop = StartRecorder(), BestEpoch(), GracefulStop(layout.last_checkpoint)
+        callbacks = [*build_callbacks(cfg.callbacks, layout, has_logger=bool(loggers)), *strategy.callbacks(),
+                     *datamodule.callbacks(layout), source, started, best_epoch, stop]
         trainer = L.Trainer(**trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False,
                             default_root_dir=output_dir, plugins=[*cluster_plugins(), AtomicCheckpointIO()])
         fit_start = time.time()
         try:
-            with RUN_IN_PROGRESS.tracking(trainer, last_path):
-                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            with RUN_IN_PROGRESS.tracking(trainer, layout.last_checkpoint):
+                trainer.fit(module, datamodule=fit_data, ckpt_path=ckpt_path, weights_only=True)
         except SystemExit:  # Lightning ends a fit stopped by Ctrl-C / SIGTERM with SystemExit
             if stop.signal_name:
                 raise Interrupted(f"{stop.signal_name} at epoch {trainer.current_epoch}, global step "
                                   f"{trainer.global_step}", stop.signal_name, stop.saved) from None
             raise
         fit_s = time.time() - fit_start
-        fit_metrics = scalar_metrics(trainer.callback_metrics)
-        strategy_info = strategy_summary(strategy)  # at the end of fit (testing loads the best checkpoint's state)
+        metrics = scalar_metrics(trainer.callback_metrics)
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        test_metrics: Dict[str, float] = {}
         if cfg.test:
-            if not best_path:
-                log.warning("no best checkpoint (checkpointing is off or fit ran no validation); testing the final weights")
-            trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True)
-            test_metrics = scalar_metrics(trainer.callback_metrics)
-        metrics = {**fit_metrics, **test_metrics}
-        fewshot = strategy.fewshot_evaluation(module, getattr(datamodule, "target", datamodule)) if cfg.test else None
-        source_result = source.after()
-        if source_result and trainer.is_global_zero:
-            for logger in loggers:
-                logger.log_metrics({f"source/{k}": v for k, v in source_result.items() if isinstance(v, float)},
-                                   step=trainer.global_step)
-                logger.save()
-        summary = build_summary(cfg, backbone=backbone, pretrained=pretrained, strategy=strategy, datamodule=datamodule,
+            test_best_checkpoint(trainer, module, fit_data, best_path)
+            metrics.update(scalar_metrics(trainer.callback_metrics))
+        summary = build_summary(cfg, backbone=backbone, pretrained=pretrained, module=module, datamodule=datamodule,
                                 counts=counts, trainer=trainer, best_path=best_path, metrics=metrics, start=start,
-                                resumed_from=ckpt_path, started_at=started.at, feature_cache=feature_cache,
-                                source=source_result, strategy_info=strategy_info, best_epoch=best_epoch.epoch)
-        monitors = [c for c in callbacks if type(c).__name__ == "FairnessMonitor"]
-        if monitors:
-            summary["fairness_events"] = monitors[0].events
-        summary["diagnostics"] = diagnostics_summary(callbacks, metrics)
-        if fewshot:
-            summary["fewshot"] = fewshot
-        epochs_here = max(1, trainer.current_epoch - (started.at or {}).get("epoch", 0))
-        summary["fit_time_s"], summary["epoch_time_s"] = round(fit_s, 2), round(fit_s / epochs_here, 3)
-        summary["checkpoint"] = checkpoint_size(module, best_path)
-        if strategy.adapter_checkpoints and trainer.is_global_zero:
-            size = summary["checkpoint"]
-            log.info("checkpoint holds %.2f MB of weights (adapters and head): %.1f %% of the full model's %.2f MB",
-                     size["weights_bytes"] / 1e6, 100 * size["weights_share"], size["full_weights_bytes"] / 1e6)
+                                resumed_from=ckpt_path, started_at=started.at, fit_s=fit_s, best_epoch=best_epoch.epoch)
+        collect_sections(summary, [strategy, fit_data, *trainer.callbacks])
         if trainer.is_global_zero:
-            write_summary(output_dir, summary)
-            atomic_write(os.path.join(output_dir, "config_resolved.yaml"), OmegaConf.to_yaml(cfg))
+            write_summary(layout.summary, summary)
+            atomic_write(layout.config, OmegaConf.to_yaml(cfg))
         return metrics, summary
     finally:
         finish_wandb()
+
+
+def test_best_checkpoint(trainer: L.Trainer, module: L.LightningModule, datamodule, best_path: str) -> None:
+    if not best_path:
+        log.warning("no best checkpoint (checkpointing is off or fit ran no validation); testing the final weights")
+    trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True)

@@ -1,11 +1,42 @@
-"""summary.json: what a run chose, measured and wrote, for sweeps, reports and the next run."""
+"""summary.json: what a run chose, measured and wrote, for sweeps, reports and the next run.
+
+The run's own part (``build_summary``) is the same for every run; everything else arrives as **summary
+sections**: any callback, the strategy, or the datamodule fit used may define
+
+    def summary_sections(self) -> Dict[str, Any]:   # {section name: value}
+
+which ``collect_sections`` calls once, after fit and test, and merges into the summary (a dict value merges
+into a dict already there: ``{"diagnostics": {"collapse": ...}}`` adds one entry to ``diagnostics``).
+"""
 
 import json
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Iterable, Protocol, runtime_checkable
 
 import torch
+
+from tl_lightning.atomic import atomic_write
+from tl_lightning.strategies.capabilities import checkpoint_state
+
+
+@runtime_checkable
+class SummarySection(Protocol):
+    def summary_sections(self) -> Dict[str, Any]:
+        ...
+
+
+def collect_sections(summary: Dict[str, Any], contributors: Iterable[Any]) -> Dict[str, Any]:
+    """``summary`` with the sections of every contributor that has some, in order (later ones win)."""
+    for contributor in contributors:
+        if not isinstance(contributor, SummarySection):
+            continue
+        for name, value in contributor.summary_sections().items():
+            if isinstance(value, dict) and isinstance(summary.get(name), dict):
+                summary[name] = {**summary[name], **value}
+            else:
+                summary[name] = value
+    return summary
 
 
 def scalar_metrics(metrics: Dict[str, Any]) -> Dict[str, float]:
@@ -16,16 +47,6 @@ def scalar_metrics(metrics: Dict[str, Any]) -> Dict[str, float]:
         elif isinstance(v, (int, float)):
             out[k] = float(v)
     return out
-
-
-def strategy_summary(strategy) -> Dict[str, Any]:
-    info: Dict[str, Any] = {}
-    if strategy.staged:
-        info.update(phase=strategy.phase, trainable_units=strategy.trainable_units())
-    if getattr(strategy, "fisher_from", ""):
-        info["fisher_from"] = strategy.fisher_from
-    info.update(strategy.summary_info())
-    return info
 
 
 def long_tail(datamodule, metrics: Dict[str, float]) -> Any:
@@ -46,16 +67,18 @@ def long_tail(datamodule, metrics: Dict[str, float]) -> Any:
     return out
 
 
-def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, counts, trainer, best_path: str,
-                  metrics: Dict[str, float], start: float, resumed_from, started_at, feature_cache, source,
-                  strategy_info, best_epoch=None) -> Dict[str, Any]:
+def build_summary(cfg, *, backbone, pretrained: bool, module, datamodule, counts, trainer, best_path: str,
+                  metrics: Dict[str, float], start: float, resumed_from, started_at, fit_s: float,
+                  best_epoch=None) -> Dict[str, Any]:
+    """What every run reports; the sections of its parts are added by ``collect_sections``."""
     ckpt = trainer.checkpoint_callback
+    epochs_here = max(1, trainer.current_epoch - (started_at or {}).get("epoch", 0))
     return {
         "backbone": backbone.name,
         "backbone_kind": cfg.backbone.kind,
         "pretrained": pretrained,
         "weights": cfg.backbone.weights,
-        "strategy": strategy.name,
+        "strategy": module.strategy.name,
         "dataset": cfg.data.name,
         "samples_per_class": cfg.data.samples_per_class,
         "seed": cfg.seed,
@@ -76,9 +99,13 @@ def build_summary(cfg, *, backbone, pretrained: bool, strategy, datamodule, coun
         "wall_time_s": round(time.time() - start, 2),
         "resumed_from": resumed_from,
         "started_at": started_at,  # epoch and global step fit started from (> 0 after a resume)
-        "feature_cache": feature_cache,
-        "source": source,
-        "strategy_info": strategy_info,
+        "feature_cache": None,  # sections: the cached-features datamodule's
+        "source": None,  # the source evaluation's (backbone=checkpoint)
+        "strategy_info": {},
+        "diagnostics": diagnostics_summary(metrics),
+        "fit_time_s": round(fit_s, 2),
+        "epoch_time_s": round(fit_s / epochs_here, 3),
+        "checkpoint": checkpoint_size(module, best_path),
     }
 
 
@@ -86,7 +113,7 @@ def checkpoint_size(module, path: str) -> Dict[str, Any]:
     """Bytes of weights a checkpoint holds (all, or adapters + head for adapter checkpoints) against the full
     model's, and the size of the checkpoint file."""
     state = module.state_dict()
-    kept = module.strategy.checkpoint_keys(module, state)
+    kept = checkpoint_state(module.strategy, module, state)
     full = sum(t.numel() * t.element_size() for t in state.values())
     weights = sum(t.numel() * t.element_size() for t in kept.values())
     return {"file_bytes": os.path.getsize(path) if path and os.path.isfile(path) else None,
@@ -94,13 +121,11 @@ def checkpoint_size(module, path: str) -> Dict[str, Any]:
 
 
 def write_json(path: str, data: Dict[str, Any]) -> str:
-    from tl_lightning.atomic import atomic_write
-
     return atomic_write(path, json.dumps(data, indent=2, sort_keys=True))
 
 
-def write_summary(output_dir: str, summary: Dict[str, Any]) -> str:
-    return write_json(os.path.join(output_dir, "summary.json"), summary)
+def write_summary(path: str, summary: Dict[str, Any]) -> str:
+    return write_json(path, summary)
 
 
 def test_sections(metrics: Dict[str, float]) -> Dict[str, Dict[str, float]]:
@@ -115,18 +140,11 @@ def test_sections(metrics: Dict[str, float]) -> Dict[str, Dict[str, float]]:
     }
 
 
-def diagnostics_summary(callbacks, metrics: Dict[str, float]) -> Dict[str, Any]:
-    """summary.json's ``diagnostics``: calibration (val and test ECE), the final prediction spread, and what the
-    collapse and plateau watches saw (README, Diagnostics)."""
-    out: Dict[str, Any] = {
+def diagnostics_summary(metrics: Dict[str, float]) -> Dict[str, Any]:
+    """summary.json's ``diagnostics``: calibration (val and test ECE) and the final prediction spread; the
+    collapse and plateau watches and the saliency maps add their own entries (their summary sections)."""
+    return {
         "calibration": {"val_ece": metrics.get("val/ece"), "test_ece": metrics.get("test/ece")},
         "predictions": {k: metrics.get(k) for k in ("val/pred_tv", "val/top_class_share", "test/pred_tv",
                                                      "test/top_class_share")},
     }
-    for callback in callbacks:
-        name = {"CollapseWatch": "collapse", "PlateauWatch": "plateau"}.get(type(callback).__name__)
-        if name:
-            out[name] = callback.summary()
-        if type(callback).__name__ == "SaliencyGrid":
-            out["saliency"] = callback.path
-    return out

@@ -32,17 +32,9 @@ def cluster_plugins() -> list:
     return []
 
 
-def in_memory_format(inputs, channels_last: bool):
-    """An image batch in the model's memory format (``trainer.channels_last``); anything else unchanged."""
-    if channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
-        return inputs.contiguous(memory_format=torch.channels_last)
-    return inputs
-
-
 def apply_model_switches(module, trainer_cfg) -> None:
     """channels_last and torch.compile, from the trainer group."""
     if trainer_cfg.channels_last:
-        module.channels_last = True
-        module.to(memory_format=torch.channels_last)
+        module.use_channels_last()
     if trainer_cfg.compile:
         module.backbone.model.compile()

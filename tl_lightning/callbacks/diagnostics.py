@@ -43,6 +43,9 @@ class CollapseWatch(L.Callback):
                         "lower the learning rate, or rebalance a long-tailed budget (data.sampler=balanced, "
                         "loss=logit_adjusted)", epoch, tv, self.max_tv, 100 * share)
 
+    def summary_sections(self) -> Dict[str, Any]:
+        return {"diagnostics": {"collapse": self.summary()}}
+
     def summary(self) -> Dict[str, Any]:
         return {"max_tv": self.max_tv, "warning": self.warning, "per_epoch": self.history}
 
@@ -82,3 +85,6 @@ class PlateauWatch(L.Callback):
 
     def summary(self) -> Dict[str, Any]:
         return {"metric": self.monitor, "events": self.events}
+
+    def summary_sections(self) -> Dict[str, Any]:
+        return {"diagnostics": {"plateau": self.summary()}}

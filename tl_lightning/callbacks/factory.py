@@ -1,6 +1,5 @@
 """Lightning callbacks from the ``callbacks`` config group."""
 
-import os
 from typing import List
 
 import lightning as L
@@ -11,7 +10,8 @@ from tl_lightning.callbacks.confusion_matrix import ConfusionMatrixPlot
 from tl_lightning.callbacks.learning_rates import LearningRates
 
 
-def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
+def build_callbacks(cfg, layout, has_logger: bool) -> List[L.Callback]:
+    """``layout``: the run dir's (tl_lightning.context.RunLayout)."""
     callbacks: List[L.Callback] = []
     ckpt = cfg.model_checkpoint
     if ckpt.enabled:
@@ -19,13 +19,13 @@ def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
         # state), without the optimizer and loop state only resuming needs (last.ckpt has those): about a third
         # of the size, and a third of the write time every time the monitored metric improves
         callbacks.append(ModelCheckpoint(
-            dirpath=os.path.join(output_dir, "checkpoints"), filename="best", monitor=ckpt.monitor, mode=ckpt.mode,
+            dirpath=layout.checkpoint_dir, filename=layout.BEST, monitor=ckpt.monitor, mode=ckpt.mode,
             save_top_k=ckpt.save_top_k, auto_insert_metric_name=False, save_weights_only=True))
     if ckpt.enabled and ckpt.save_last:
         # Lightning's save_last=True rewrites last.ckpt only when a best checkpoint was saved in the same
         # step; resume needs the latest state, so a second callback writes it every epoch.
         callbacks.append(ModelCheckpoint(
-            dirpath=os.path.join(output_dir, "checkpoints"), filename="last", monitor=None, save_top_k=1,
+            dirpath=layout.checkpoint_dir, filename=layout.LAST, monitor=None, save_top_k=1,
             every_n_epochs=1, enable_version_counter=False, auto_insert_metric_name=False))
     stop = cfg.early_stopping
     if stop.enabled:
@@ -34,7 +34,7 @@ def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
         callbacks.append(LearningRates(logging_interval=cfg.lr_monitor.logging_interval))
     callbacks.append(RichProgressBar() if cfg.rich_progress_bar.enabled else TQDMProgressBar())
     if cfg.confusion_matrix.enabled:
-        callbacks.append(ConfusionMatrixPlot(output_dir))
+        callbacks.append(ConfusionMatrixPlot(layout.run_dir))
     fairness = cfg.get("fairness")
     if fairness is not None and fairness.enabled:
         from tl_lightning.callbacks.fairness import FairnessMonitor
@@ -52,7 +52,7 @@ def build_callbacks(cfg, output_dir: str, has_logger: bool) -> List[L.Callback]:
     if saliency is not None and saliency.enabled:
         from tl_lightning.callbacks.saliency import SaliencyGrid
 
-        callbacks.append(SaliencyGrid(output_dir, saliency.per_class, saliency.max_classes))
+        callbacks.append(SaliencyGrid(layout.run_dir, saliency.per_class, saliency.max_classes))
     for node in (cfg.extra or {}).values():
         if node is not None:
             callbacks.append(instantiate(node))

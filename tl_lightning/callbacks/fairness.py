@@ -69,6 +69,9 @@ class FairnessMonitor(L.Callback):
     def state_dict(self) -> Dict[str, Any]:  # the best weights stay in memory only: a resumed run starts afresh
         return {"best": self.best, "best_epoch": self.best_epoch, "events": self.events}
 
+    def summary_sections(self) -> Dict[str, Any]:
+        return {"fairness_events": self.events}
+
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
         self.events = list(state.get("events", []))

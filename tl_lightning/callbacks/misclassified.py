@@ -50,8 +50,7 @@ class MisclassifiedExamples(L.Callback):
             self.best_score = score
         if not trainer.is_global_zero:
             return
-        data = getattr(trainer.datamodule, "source", trainer.datamodule)  # cached features: the text datamodule behind
-        source = data.datasets["val"].source if hasattr(data, "datasets") else None
+        source = trainer.datamodule.unwrapped.datasets["val"].source  # cached features: the text datamodule behind
         names = pl_module.class_names
         rows = sorted(self.epoch_rows, key=lambda r: -r[3])[: self.max_rows]
         self.best_rows = [(source.name(i) if source else str(i), source.sample(i) if source else "", names[t], names[p],

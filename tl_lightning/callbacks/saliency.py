@@ -20,7 +20,7 @@ sent to W&B and TensorBoard.
 import logging
 import math
 import os
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import lightning as L
 import torch
@@ -130,22 +130,20 @@ class SaliencyGrid(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        datamodule = trainer.datamodule
-        datamodule = getattr(datamodule, "source", datamodule)  # cached features: the image datamodule
+        datamodule = trainer.datamodule.unwrapped  # the samples behind cached features or episodes
         dataset = datamodule.datasets["val"]
         classes = min(len(pl_module.class_names), self.max_classes)
         positions = fixed_examples(dataset, classes, self.per_class)
-        cached = getattr(pl_module, "features_input", False)
-        pl_module.features_input = False  # a linear probe trained on cached features: inputs through the backbone
-        try:
-            if getattr(datamodule, "modality", "image") == "text":
+        with pl_module.raw_inputs():  # a linear probe trained on cached features: inputs through the backbone
+            if datamodule.modality == "text":
                 self.path = os.path.join(self.output_dir, "saliency.html")
                 write_text_attributions(pl_module, datamodule, dataset, positions, self.path)
                 log.info("Integrated Gradients of %d validation texts in %s", len(positions), self.path)
             else:
                 self._images(trainer, pl_module, dataset, positions)
-        finally:
-            pl_module.features_input = cached
+
+    def summary_sections(self) -> Dict[str, Any]:
+        return {"diagnostics": {"saliency": self.path}}
 
     def _images(self, trainer, pl_module, dataset, positions) -> None:
         batch = torch.stack([dataset[k]["inputs"] for k in positions]).to(pl_module.device)

@@ -117,9 +117,9 @@ def check_positive(value, key: str, allow_none: bool = True) -> None:
 
 
 def _check_values(cfg: DictConfig) -> None:
-    from tl_lightning.backbones.registry import BUILDERS
+    from tl_lightning.backbones.registry import BACKBONES
 
-    check_choice(cfg.backbone.kind, sorted(BUILDERS), "backbone.kind")
+    check_choice(cfg.backbone.kind, BACKBONES.names(), "backbone.kind")
     check_data(cfg.data)
     _check_modality(cfg)
     check_choice(cfg.backbone.pooling, ("mean", "cls"), "backbone.pooling")

@@ -8,6 +8,7 @@ from torch.utils.data import ConcatDataset
 
 from tl_lightning.data.sources import SplitDataset, class_counts
 from tl_lightning.data.splits import check_labels, label_map_for
+from tl_lightning.task import TaskDescription
 
 
 def all_samples(datamodule) -> ConcatDataset:
@@ -26,3 +27,9 @@ def all_samples(datamodule) -> ConcatDataset:
                             "class_counts": {"all": class_counts(targets, datamodule.num_classes)}}
     datamodule.split_info = info
     return ConcatDataset(datasets)
+
+
+def all_samples_task(datamodule) -> TaskDescription:
+    """The task of the data ``all_samples`` read: its classes, no groups (the data is not split into slices)."""
+    return TaskDescription(class_names=tuple(datamodule.class_names),
+                           class_counts=dict(datamodule.split_info["class_counts"]))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from tl_lightning.context import DataPaths
 from tl_lightning.data.sources import SplitDataset, class_counts
 from tl_lightning.data.splits import (
     check_labels,
@@ -25,6 +26,7 @@ from tl_lightning.data.splits import (
     stratified_split,
 )
 from tl_lightning.errors import ConfigError
+from tl_lightning.task import TaskDescription
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class TransferDataModule(L.LightningDataModule):
     name = "base"
     modality = "image"  # what its raw samples are; the backbone's preprocessing must take the same
 
-    def __init__(self, cfg, preprocessing, download_dir: str = "data"):
+    def __init__(self, cfg, preprocessing, paths: DataPaths = DataPaths()):
         super().__init__()
         if preprocessing.modality != self.modality:
             raise ConfigError(f"data={cfg.name} holds {self.modality} samples but the backbone takes "
@@ -53,14 +55,25 @@ class TransferDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.preprocessing = preprocessing
         self.augment = cfg.get("augment", "none")  # image data only
-        self.download_dir = download_dir  # where data.download=true puts files when data.root is unset
+        self.paths = paths  # downloads and caches (tl_lightning.context.DataPaths)
+        self.download_dir = paths.data_dir  # where data.download=true puts files when data.root is unset
         self.datasets: Dict[str, SplitDataset] = {}
         self.class_names: List[str] = []
         self.group_names: List[str] = []  # slice labels of batch["group"], when the data has groups
         self.split_info: Dict[str, Any] = {}
+        self.task: Optional[TaskDescription] = None  # built by setup (tl_lightning/task.py)
+
+    @property
+    def unwrapped(self) -> "TransferDataModule":
+        """The datamodule whose samples these are: itself (wrappers answer with the one they wrap)."""
+        return self
 
     def load(self) -> RawData:
         raise NotImplementedError
+
+    def callbacks(self, layout) -> list:
+        """Lightning callbacks this kind of data brings to a training run (``layout``: the run dir's)."""
+        return []
 
     @property
     def num_classes(self) -> int:
@@ -147,6 +160,7 @@ class TransferDataModule(L.LightningDataModule):
             absent = check_split_coverage(self.group_names, counts)
             if absent:
                 self.split_info["groups"]["absent_in_val"] = absent
+        self.task = TaskDescription.from_split_info(self.class_names, self.group_names, self.split_info)
 
     def train_budget(self):
         """Training samples per class: None (all), one int (data.samples_per_class), or one per class (a
@@ -262,8 +276,8 @@ def shuffle_kwargs(datamodule, n: int, seed: int, shuffle: bool, labels=None, gr
 
 
 def datamodule_cfg(datamodule):
-    """The data config of a datamodule (a cached-features datamodule: its source's)."""
-    return getattr(datamodule, "cfg", None) or datamodule.source.cfg
+    """The data config of a datamodule (a wrapper's: the one of the datamodule it wraps)."""
+    return datamodule.unwrapped.cfg
 
 
 def to_uint8(images: np.ndarray, max_value: float) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 from tl_lightning.data.base import RawData, TransferDataModule, to_uint8
 from tl_lightning.data.sources import ArraySource
+from tl_lightning.registry import DATAMODULES
 
 
+@DATAMODULES.register()
 class DigitsDataModule(TransferDataModule):
     name = "digits"
 

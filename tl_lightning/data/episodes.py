@@ -9,11 +9,11 @@ It is a ``DistributedSampler`` (its own rank and replicas), so Lightning leaves 
 
 from typing import Iterator, List, Sequence
 
-import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, DistributedSampler
 
 from tl_lightning.data.base import leave_stop_signals_to_main
+from tl_lightning.data.wrapped import WrappedDataModule
 
 
 class EpisodeSampler(DistributedSampler):
@@ -44,24 +44,18 @@ def episode_indices(rng, by_class, classes, ways: int, shots: int, queries: int)
     return [int(i) for p in picks for i in p[:shots]] + [int(i) for p in picks for i in p[shots:]]
 
 
-class EpisodicDataModule(L.LightningDataModule):
+class EpisodicDataModule(WrappedDataModule):
     """Training batches are episodes of ``episode_data``; validation and testing are the target datamodule's."""
 
     def __init__(self, target, episode_data, shape, episodes: int):
-        super().__init__()
-        self.target, self.episode_data, self.shape, self.episodes = target, episode_data, shape, episodes
-        self.class_names, self.num_classes, self.split_info = target.class_names, target.num_classes, target.split_info
+        super().__init__(target)
+        self.episode_data, self.shape, self.episodes = episode_data, shape, episodes
 
     def train_dataloader(self) -> DataLoader:
-        cfg, trainer = self.target.cfg, getattr(self, "trainer", None)
+        target = self.unwrapped
+        cfg, trainer = target.cfg, getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpisodeSampler(self.episode_data.targets, *self.shape, self.episodes, cfg.seed, world, rank)
         return DataLoader(self.episode_data, batch_size=sampler.episode_size, sampler=sampler, num_workers=cfg.num_workers,
                           pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0,
-                          collate_fn=self.target.preprocessing.collate, worker_init_fn=leave_stop_signals_to_main)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.target.val_dataloader()
-
-    def test_dataloader(self) -> DataLoader:
-        return self.target.test_dataloader()
+                          collate_fn=target.preprocessing.collate, worker_init_fn=leave_stop_signals_to_main)

@@ -9,6 +9,7 @@ import numpy as np
 from tl_lightning.data.base import RawData, TransferDataModule
 from tl_lightning.data.sources import ArraySource
 from tl_lightning.errors import DataError
+from tl_lightning.registry import DATAMODULES
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
@@ -52,6 +53,7 @@ def locate_idx_dir(root: Optional[str], download_dir: str) -> Optional[str]:
     return None
 
 
+@DATAMODULES.register()
 class FashionMNISTDataModule(TransferDataModule):
     name = "fashion_mnist"
 

@@ -9,6 +9,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from tl_lightning.data.base import RawData, TransferDataModule
 from tl_lightning.data.sources import FileSource
 from tl_lightning.errors import DataError
+from tl_lightning.registry import DATAMODULES
 
 log = logging.getLogger(__name__)
 SPLIT_DIRS = ("train", "val", "test")
@@ -78,6 +79,7 @@ def scan_class_folders(root: str, class_names: Optional[List[str]] = None) -> Tu
     return FileSource(paths, targets, root), list(names)
 
 
+@DATAMODULES.register()
 class ImageFolderDataModule(TransferDataModule):
     name = "image_folder"
 

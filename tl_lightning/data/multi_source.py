@@ -3,7 +3,7 @@
 Each entry of ``data.sources`` is a data option with its overrides (``{name: digits, samples_per_class: 100}``);
 the option's own YAML supplies the rest, and the run's seed, image size, augmentation and loader settings apply
 to every source (image data options). The union's classes are the sources' classes in order; each source is a
-group (``batch["group"]``: testing reports accuracy per source, validation the mean and the worst), and ``class_masks`` restricts every sample's logits to its own source's
+group (``batch["group"]``: testing reports accuracy per source, validation the mean and the worst), and the task's ``class_masks`` restrict every sample's logits to its own source's
 classes: one linear layer acting as one head per source. ``data.sampler=random`` draws sources in proportion
 to their size, ``group_balanced`` each source equally often.
 """
@@ -16,9 +16,13 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
+from tl_lightning.context import DataPaths
 from tl_lightning.data.base import RawData, TransferDataModule
+from tl_lightning.data.registry import build_datamodule
 from tl_lightning.data.sources import class_counts
 from tl_lightning.errors import ConfigError
+from tl_lightning.registry import DATAMODULES
+from tl_lightning.task import TaskDescription
 
 SHARED_KEYS = ("seed", "image_size", "augment", "batch_size", "eval_batch_size", "num_workers", "pin_memory")
 
@@ -60,13 +64,6 @@ class UnionSplit(Dataset):
         return {**item, "target": item["target"] + self.offsets[s], "index": j, "group": s}
 
 
-def restrict_logits(logits: torch.Tensor, class_masks: Optional[torch.Tensor], group: torch.Tensor) -> torch.Tensor:
-    """Each sample's logits outside its own source's classes pushed to -1e4 (softmax 0): one head per source."""
-    if class_masks is None:
-        return logits
-    return logits.masked_fill(~class_masks.to(logits.device)[group], -1e4)
-
-
 def source_config(name: str, node, shared) -> "OmegaConf":
     """A source's data config: its option's YAML, the shared run settings, then its own overrides; validated."""
     from tl_lightning.config import load_option
@@ -83,20 +80,18 @@ def source_config(name: str, node, shared) -> "OmegaConf":
         raise ConfigError(f"data.sources.{name}: {exc}") from None
 
 
+@DATAMODULES.register()
 class MultiSourceDataModule(TransferDataModule):
     name = "multi_source"
 
-    def __init__(self, cfg, preprocessing, download_dir: str = "data"):
-        super().__init__(cfg, preprocessing, download_dir)
+    def __init__(self, cfg, preprocessing, paths: DataPaths = DataPaths()):
+        super().__init__(cfg, preprocessing, paths)
         if not cfg.sources:
             raise ConfigError("data=multi_source needs data.sources: '++data.sources={<name>: {name: <data option>, "
                               "...}, ...}' (or an experiment config listing them)")
-        from tl_lightning.data.registry import build_datamodule
-
         shared = {k: cfg[k] for k in SHARED_KEYS if k in cfg}
-        self.sources = {name: build_datamodule(source_config(name, node, shared), preprocessing, download_dir)
+        self.sources = {name: build_datamodule(source_config(name, node, shared), preprocessing, paths)
                         for name, node in cfg.sources.items()}
-        self.class_masks: Optional[torch.Tensor] = None
 
     def load(self) -> RawData:
         raise NotImplementedError("data=multi_source has no raw data of its own; its sources have")
@@ -118,9 +113,9 @@ class MultiSourceDataModule(TransferDataModule):
                 names.append(label)
         self.class_names = names
         self.group_names = list(self.sources)
-        self.class_masks = torch.zeros(len(self.sources), len(names), dtype=torch.bool)
+        class_masks = torch.zeros(len(self.sources), len(names), dtype=torch.bool)
         for s, (off, dm) in enumerate(zip(offsets, self.sources.values())):
-            self.class_masks[s, off: off + dm.num_classes] = True
+            class_masks[s, off: off + dm.num_classes] = True
         self.datasets = {split: UnionSplit([dm.datasets[split] for dm in self.sources.values()], offsets)
                          for split in ("train", "val", "test")}
         digest = hashlib.sha256("|".join(dm.split_info["fingerprint"] for dm in self.sources.values()).encode())
@@ -135,3 +130,5 @@ class MultiSourceDataModule(TransferDataModule):
             "groups": {"names": self.group_names, "counts": counts},
             "sources": {name: dm.split_info for name, dm in self.sources.items()},
         }
+        # one head per source: each sample's logits restricted to its source's classes
+        self.task = TaskDescription.from_split_info(names, self.group_names, self.split_info, class_masks)

@@ -5,10 +5,12 @@ import numpy as np
 from tl_lightning.data.base import RawData, TransferDataModule
 
 from tl_lightning.data.sources import ArraySource
+from tl_lightning.registry import DATAMODULES
 
 PATTERN_SEED = 12345  # the class patterns stay fixed; data.seed only moves the noise and splits
 
 
+@DATAMODULES.register()
 class SyntheticDataModule(TransferDataModule):
     name = "synthetic"
 

@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, Sampler
 from tl_lightning.data.base import RawData, TransferDataModule, batch_size_for, leave_stop_signals_to_main
 from tl_lightning.data.groups import group_ids
 from tl_lightning.errors import DataError
+from tl_lightning.callbacks.misclassified import MisclassifiedExamples
+from tl_lightning.registry import DATAMODULES
 
 log = logging.getLogger(__name__)
 FORTUNES_DIR = "/usr/share/games/fortunes"
@@ -121,8 +123,10 @@ class BucketBatchSampler(Sampler):
 
 
 class TextDataModule(TransferDataModule):
-    modality = "text"
-    cache_dir: Optional[str] = None  # run.train sets <paths.cache_dir>: tokenised splits are cached there
+    modality = "text"  # tokenised splits are cached under paths.cache_dir (self.paths), when there is one
+
+    def callbacks(self, layout) -> list:
+        return [MisclassifiedExamples(layout.run_dir)]
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.datasets:
@@ -138,11 +142,11 @@ class TextDataModule(TransferDataModule):
         prep = self.preprocessing
         key = {"tokenizer": prep.spec.tokenizer, "vocab": len(prep.tokenizer), "spec": repr(prep.spec),
                "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest()}
-        if not self.cache_dir:
+        if not self.paths.cache_dir:
             prep.warm(texts)
             return "off"
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        path = os.path.join(self.cache_dir, "tokens", f"{digest}.pt")
+        path = os.path.join(self.paths.cache_dir, "tokens", f"{digest}.pt")
         if os.path.isfile(path):
             try:
                 blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -188,6 +192,7 @@ def split_entries(text: str) -> List[Tuple[str, int]]:
     return entries
 
 
+@DATAMODULES.register()
 class FortunesDataModule(TextDataModule):
     """Debian's fortunes: each topic file a class, each entry a sample."""
 
@@ -212,6 +217,7 @@ class FortunesDataModule(TextDataModule):
         return RawData(train=TextSource(texts, labels, root, names), class_names=list(self.cfg.topics))
 
 
+@DATAMODULES.register()
 class TextFolderDataModule(TextDataModule):
     """root/<class>/<file>.txt: each file one sample of its folder's class."""
 
@@ -277,6 +283,7 @@ def read_table(path: str, columns: Sequence[Optional[str]]) -> Dict[str, List[st
     return out
 
 
+@DATAMODULES.register()
 class TextCsvDataModule(TextDataModule):
     """A table of texts: one file split by seed (data.path), or train/val/test files (data.train_path, ...)."""
 
@@ -335,6 +342,7 @@ TOPICS = ("cpu kernel compiler bug memory disk network program", "goal match tea
           "vote senate party election policy minister campaign tax", "atom energy theory planet cell experiment light gene")
 
 
+@DATAMODULES.register()
 class SyntheticTextDataModule(TextDataModule):
     """Seeded sentences: filler words with a few words of the class's topic. For tests and benchmarks."""
 

@@ -7,9 +7,11 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from tl_lightning.backbones.weights import host_reachable
+from tl_lightning.context import DataPaths
 from tl_lightning.data.base import RawData, TransferDataModule
 from tl_lightning.data.sources import TorchvisionSource
 from tl_lightning.errors import DataError
+from tl_lightning.registry import DATAMODULES
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ def download_torchvision(cls_name: str, root: str, url: str = "https://github.co
 
 
 class TorchvisionDataModule(TransferDataModule):
-    def __init__(self, cfg, preprocessing, download_dir: str = "data"):
-        super().__init__(cfg, preprocessing, download_dir)
+    def __init__(self, cfg, preprocessing, paths: DataPaths = DataPaths()):
+        super().__init__(cfg, preprocessing, paths)
         self.name = cfg.name
         self.spec = SETS[cfg.name]
 
@@ -80,3 +82,7 @@ class TorchvisionDataModule(TransferDataModule):
         names = list(getattr(train.dataset, "classes", []) or [str(c) for c in range(int(train.targets.max()) + 1)])
         val = self._open(self.spec.val) if self.spec.val else None
         return RawData(train=train, val=val, test=self._open(self.spec.test), class_names=names)
+
+
+for _name in SETS:  # one datamodule class serves every torchvision set
+    DATAMODULES.register(_name)(TorchvisionDataModule)

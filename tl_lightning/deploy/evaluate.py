@@ -16,18 +16,18 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from tl_lightning.batch import in_memory_format
 from tl_lightning.callbacks.confusion_matrix import ConfusionMatrixPlot
 from tl_lightning.config.validate import validate_data
+from tl_lightning.context import DataPaths
 from tl_lightning.data import build_datamodule
-from tl_lightning.data.all_samples import all_samples
+from tl_lightning.data.all_samples import all_samples, all_samples_task
 from tl_lightning.data.base import batch_size_for
-from tl_lightning.data.multi_source import restrict_logits
 from tl_lightning.errors import ConfigError, DataError
 from tl_lightning.inference import InferenceModel, load
-from tl_lightning.losses.fairness import attribute_of_groups
 from tl_lightning.metrics import StageMetrics, log_stage_end
 from tl_lightning.summary import scalar_metrics, test_sections
-from tl_lightning.trainer import in_memory_format
+from tl_lightning.task import TaskDescription
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +35,23 @@ log = logging.getLogger(__name__)
 class EvalModule(L.LightningModule):
     """The inference model in a test loop; data labels are mapped onto the model's classes (``target_map``)."""
 
-    def __init__(self, model: InferenceModel, target_map: List[int], group_names: List[str] = (),
-                 group_attribute=None, class_masks: Optional[torch.Tensor] = None):
+    def __init__(self, model: InferenceModel, target_map: List[int], task: TaskDescription):
+        """``task``: the data's task description (its groups and attribute: what the fairness gaps compare; its
+        class masks: a multi-source run's own data is scored over each sample's source's classes)."""
         super().__init__()
         self.model = model
         self.class_names = model.class_names
         self.register_buffer("target_map", torch.tensor(target_map, dtype=torch.long), persistent=False)
-        # a multi-source run's own data: each sample scored over its source's classes, as the run tested it
-        self.register_buffer("class_masks", class_masks, persistent=False)
+        self.task = task
         self.present = set(target_map)
-        # groups: the data's slices; the attribute of each group: what the fairness gaps compare
-        self.test_metrics = StageMetrics("test", len(model.class_names), group_names, group_attribute)
+        self.test_metrics = StageMetrics("test", len(model.class_names), task.group_names, task.group_attribute)
         self.channels_last = False
 
     def forward(self, inputs) -> torch.Tensor:
         return self.model(in_memory_format(inputs, self.channels_last))
 
     def test_step(self, batch, batch_idx):
-        logits = restrict_logits(self(batch["inputs"]), self.class_masks, batch["group"])
+        logits = self.task.restrict(self(batch["inputs"]), batch["group"])
         target = self.target_map[batch["target"]]
         self.log("test/loss", F.cross_entropy(logits, target), on_epoch=True, sync_dist=True, prog_bar=True)
         self.test_metrics.update(logits, target, batch.get("group"))
@@ -106,9 +105,7 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
     data_cfg = eval_data_config(cfg, model, data_choice)
     if split == "all":
         data_cfg.samples_per_class, data_cfg.eval_per_class = None, None
-    datamodule = build_datamodule(data_cfg, model.preprocessing, cfg.paths.data_dir)
-    if datamodule.modality == "text":
-        datamodule.cache_dir = cfg.paths.cache_dir
+    datamodule = build_datamodule(data_cfg, model.preprocessing, DataPaths(cfg.paths.data_dir, cfg.paths.cache_dir))
     if split == "all":
         dataset = all_samples(datamodule)
     else:
@@ -116,13 +113,11 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
         dataset = datamodule.datasets[split].with_transform(model.preprocessing.transform(train=False))
     loader = DataLoader(dataset, batch_size=batch_size_for(data_cfg, "test"), shuffle=False,
                         num_workers=data_cfg.num_workers, collate_fn=model.preprocessing.collate)
-    groups = datamodule.group_names if split != "all" else []
     target_map = class_mapping(datamodule.class_names, model.class_names, data_cfg.name)
-    masks = getattr(datamodule, "class_masks", None) if split != "all" else None
-    multi = masks is not None and target_map == list(range(len(model.class_names)))
-    module = EvalModule(model, target_map, groups,
-                        attribute_of_groups(groups, "shortcut" in datamodule.split_info) if groups and masks is None
-                        else None, masks if multi else None)
+    task = all_samples_task(datamodule) if split == "all" else datamodule.task
+    if target_map != list(range(len(model.class_names))):  # class masks index the run's own label space only
+        task = task.without_masks()
+    module = EvalModule(model, target_map, task)
     if cfg.trainer.channels_last and datamodule.modality == "image":
         module.channels_last = True
         module.to(memory_format=torch.channels_last)

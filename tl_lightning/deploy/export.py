@@ -163,15 +163,14 @@ def verification_samples(model: InferenceModel, count: int, data_dir: str, cache
     """(list of samples in the batch shape, where they came from): the checkpoint's test split when its recorded
     data can be read here, else random inputs of the model's input spec."""
     from tl_lightning.config.validate import validate_data
+    from tl_lightning.context import DataPaths
     from tl_lightning.data import build_datamodule
     from tl_lightning.errors import TLError
 
     data = (model.config or {}).get("data")
     if data:
         try:
-            datamodule = build_datamodule(validate_data(data), model.preprocessing, data_dir)
-            if datamodule.modality == "text":
-                datamodule.cache_dir = cache_dir
+            datamodule = build_datamodule(validate_data(data), model.preprocessing, DataPaths(data_dir, cache_dir))
             datamodule.setup("fit")
             test = datamodule.datasets["test"].with_transform(model.preprocessing.transform(train=False))
             take = np.linspace(0, len(test) - 1, num=min(count, len(test))).round().astype(int)
@@ -219,10 +218,10 @@ def compare(model: InferenceModel, run, samples: list, batch_sizes: Sequence[int
 
 
 def default_output(ckpt_path: str, fmt: str) -> str:
+    from tl_lightning.context import RunLayout
+
     ckpt = os.path.abspath(ckpt_path)
-    run_dir = os.path.dirname(os.path.dirname(ckpt)) if os.path.basename(os.path.dirname(ckpt)) == "checkpoints" \
-        else os.path.dirname(ckpt)
-    return os.path.join(run_dir, "export", os.path.splitext(os.path.basename(ckpt))[0] + SUFFIX[fmt])
+    return os.path.join(RunLayout.of_checkpoint(ckpt), "export", os.path.splitext(os.path.basename(ckpt))[0] + SUFFIX[fmt])
 
 
 def export(model: InferenceModel, cfg) -> Dict[str, Any]:

@@ -16,6 +16,7 @@ from tl_lightning.atomic import atomic_write
 from tl_lightning.config import load_option
 from tl_lightning.config.schema import BackboneConf
 from tl_lightning.config.validate import merge_into_schema, validate_data
+from tl_lightning.context import DataPaths
 from tl_lightning.errors import ConfigError, DataError
 
 log = logging.getLogger("tl_lightning")
@@ -83,9 +84,7 @@ def features(backbone_cfg: DictConfig, pretrained: bool, data_cfg: DictConfig, c
         else:
             backbone = build_backbone(backbone_cfg, pretrained=pretrained, image_size=data_cfg.get("image_size"))
     backbone.eval()
-    datamodule = build_datamodule(data_cfg, backbone.preprocessing, cfg.paths.data_dir)
-    if datamodule.modality == "text":
-        datamodule.cache_dir = cfg.paths.cache_dir
+    datamodule = build_datamodule(data_cfg, backbone.preprocessing, DataPaths(cfg.paths.data_dir, cfg.paths.cache_dir))
     datamodule.setup("fit")
     tensors, _ = load_or_build(backbone, datamodule, cfg.paths.cache_dir, cfg.batch_size)
     return tensors, backbone, datamodule

@@ -8,13 +8,14 @@ plain argmax) and ``balanced_softmax`` (Ren et al. 2020: logits + log n_c, the s
 ``group_dro`` weighs the data's groups (slices) instead: see ``GroupDRO``.
 """
 
-from typing import Callable, Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tl_lightning.errors import ConfigError, unknown_name
+from tl_lightning.errors import ConfigError
+from tl_lightning.registry import CRITERIA
 
 WEIGHTINGS = ("none", "inverse", "effective")
 
@@ -103,29 +104,35 @@ def _needs_counts(name: str, counts) -> Sequence[int]:
     return counts
 
 
-def _cross_entropy(cfg, counts=None) -> nn.Module:
+@CRITERIA.register("ce")
+def _cross_entropy(cfg, counts=None, group_counts=None) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
 
-def _class_balanced(cfg, counts=None) -> nn.Module:
+@CRITERIA.register("class_balanced")
+def _class_balanced(cfg, counts=None, group_counts=None) -> nn.Module:
     weighting = cfg.weighting if cfg.weighting != "none" else "effective"
     return WeightedCrossEntropy(class_weights(_needs_counts("class_balanced", counts), weighting, cfg.beta),
                                 cfg.label_smoothing)
 
 
-def _focal(cfg, counts=None) -> nn.Module:
+@CRITERIA.register("focal")
+def _focal(cfg, counts=None, group_counts=None) -> nn.Module:
     weight = class_weights(_needs_counts("focal", counts), cfg.weighting, cfg.beta) if cfg.weighting != "none" else None
     return FocalLoss(cfg.gamma, weight)
 
 
-def _logit_adjusted(cfg, counts=None) -> nn.Module:
+@CRITERIA.register("logit_adjusted")
+def _logit_adjusted(cfg, counts=None, group_counts=None) -> nn.Module:
     return LogitAdjustedLoss(_needs_counts("logit_adjusted", counts), cfg.tau, cfg.label_smoothing)
 
 
-def _balanced_softmax(cfg, counts=None) -> nn.Module:
+@CRITERIA.register("balanced_softmax")
+def _balanced_softmax(cfg, counts=None, group_counts=None) -> nn.Module:
     return LogitAdjustedLoss(_needs_counts("balanced_softmax", counts), 1.0, cfg.label_smoothing)
 
 
+@CRITERIA.register("group_dro")
 def _group_dro(cfg, counts=None, group_counts=None) -> nn.Module:
     if group_counts is None:
         raise ConfigError("loss=group_dro needs groups in the data: data.shortcut.kind=tint|patch (or a data source "
@@ -133,18 +140,9 @@ def _group_dro(cfg, counts=None, group_counts=None) -> nn.Module:
     return GroupDRO(len(group_counts), cfg.eta, cfg.group_adjustment, group_counts)
 
 
-CRITERIA: Dict[str, Callable[..., nn.Module]] = {
-    "ce": _cross_entropy, "class_balanced": _class_balanced, "focal": _focal, "logit_adjusted": _logit_adjusted,
-    "balanced_softmax": _balanced_softmax, "group_dro": _group_dro,
-}
-
-
 def build_criterion(cfg, counts: Optional[Sequence[int]] = None,
                     group_counts: Optional[Sequence[int]] = None) -> nn.Module:
-    """``criterion(logits, target)`` -> mean loss, for the ``loss`` config node ``cfg``; ``counts``: training
+    """``criterion(logits, target)`` -> mean loss, for the ``loss`` config node ``cfg`` (a criterion registered with
+    ``@CRITERIA.register(name)``); ``counts``: training
     samples per class (the long-tail criteria need them); ``group_counts``: per group (Group DRO)."""
-    if cfg.name not in CRITERIA:
-        raise unknown_name("loss", cfg.name, CRITERIA, "loss.name")
-    if cfg.name == "group_dro":
-        return _group_dro(cfg, counts, group_counts)
-    return CRITERIA[cfg.name](cfg, counts)
+    return CRITERIA.get(cfg.name)(cfg, counts, group_counts)

@@ -14,18 +14,13 @@ each one-vs-rest binary task. The loss terms (``loss.terms.<name>={kind: demogra
 weight: w}``) are their differentiable counterparts on predicted probabilities in the batch.
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 
-from tl_lightning.losses.terms import LossTerm, register_term
-
-
-def attribute_of_groups(group_names: Sequence[str], shortcut: bool) -> np.ndarray:
-    """The sensitive attribute's value for each group id."""
-    n = len(group_names)
-    return np.arange(n) % 2 if shortcut else np.arange(n)
+from tl_lightning.losses.terms import LossTerm
+from tl_lightning.registry import LOSS_TERMS
 
 
 def gaps(y_true: np.ndarray, y_pred: np.ndarray, attribute: np.ndarray, num_classes: int) -> Dict[str, float]:
@@ -81,25 +76,25 @@ class FairnessTerm(LossTerm):
         self.name, self.kind, self.weight = name, kind, weight
 
     def __call__(self, module, batch, logits: torch.Tensor) -> Optional[torch.Tensor]:
-        attribute_of_group = getattr(module, "group_attribute", None)
+        attribute_of_group = module.task.group_attribute  # the run's task description (tl_lightning/task.py)
         group = batch.get("group")
         if attribute_of_group is None or group is None:
             return None
         known = group >= 0
         if not bool(known.any()):
             return None
-        attribute = attribute_of_group.to(group.device)[group[known]]
+        attribute = torch.as_tensor(attribute_of_group, dtype=torch.long, device=group.device)[group[known]]
         probs = torch.softmax(logits[known].float(), dim=-1)
         gap = soft_dp_gap(probs, attribute) if self.kind == "demographic_parity" else \
             soft_eo_gap(probs, batch["target"][known], attribute)
         return self.weight * gap
 
 
-@register_term("demographic_parity")
+@LOSS_TERMS.register("demographic_parity")
 def _demographic_parity(name: str, node) -> LossTerm:
     return FairnessTerm(name, "demographic_parity", float(node.get("weight", 1.0)))
 
 
-@register_term("equalized_odds")
+@LOSS_TERMS.register("equalized_odds")
 def _equalized_odds(name: str, node) -> LossTerm:
     return FairnessTerm(name, "equalized_odds", float(node.get("weight", 1.0)))

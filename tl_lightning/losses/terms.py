@@ -3,14 +3,15 @@
 
 Terms come from two places and combine: ``loss.terms.<name>: {kind: <registered kind>, ...}`` in the
 config, and ``Strategy.loss_terms()`` (EWC's and L2-SP's penalties). A new kind is a function
-registered with ``@register_term("kind")`` that takes (name, config node) and returns a LossTerm.
+registered with ``@LOSS_TERMS.register("kind")`` that takes (name, config node) and returns a LossTerm.
 """
 
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from tl_lightning.errors import ConfigError, unknown_name
+from tl_lightning.registry import LOSS_TERMS
 
 
 class LossTerm:
@@ -22,16 +23,6 @@ class LossTerm:
         raise NotImplementedError
 
 
-TERM_KINDS: Dict[str, Callable[[str, object], LossTerm]] = {}
-
-
-def register_term(kind: str):
-    def decorate(factory: Callable[[str, object], LossTerm]):
-        TERM_KINDS[kind] = factory
-        return factory
-    return decorate
-
-
 def build_terms(terms_cfg) -> List[LossTerm]:
     """The terms of ``loss.terms`` (a mapping name -> node with ``kind``; a null node is switched off)."""
     terms = []
@@ -41,10 +32,10 @@ def build_terms(terms_cfg) -> List[LossTerm]:
         kind = node.get("kind") if hasattr(node, "get") else None
         if kind is None:
             raise ConfigError(f"config key 'loss.terms.{name}': needs a 'kind'; registered kinds: "
-                              f"{', '.join(sorted(TERM_KINDS)) or '(none)'}")
-        if kind not in TERM_KINDS:
-            raise unknown_name("loss term kind", kind, TERM_KINDS, f"loss.terms.{name}.kind")
-        terms.append(TERM_KINDS[kind](name, node))
+                              f"{', '.join(LOSS_TERMS.names(discover=True)) or '(none)'}")
+        if kind not in LOSS_TERMS.names(discover=True):
+            raise unknown_name("loss term kind", kind, LOSS_TERMS.names(), f"loss.terms.{name}.kind")
+        terms.append(LOSS_TERMS.get(kind)(name, node))
     names = [t.name for t in terms]
     if len(set(names)) != len(names):
         raise ConfigError(f"loss terms need distinct names, got {names}")

@@ -1,4 +1,4 @@
 from tl_lightning.strategies.base import Strategy
-from tl_lightning.strategies.registry import STRATEGIES, build_strategy
+from tl_lightning.strategies.registry import build_strategy, strategy_class
 
-__all__ = ["Strategy", "STRATEGIES", "build_strategy"]
+__all__ = ["Strategy", "build_strategy", "strategy_class"]

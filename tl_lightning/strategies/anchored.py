@@ -19,8 +19,8 @@ from tl_lightning.strategies.base import Strategy, set_trainable
 class AnchoredStrategy(Strategy):
     strength_key = "alpha"
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, context=None):
+        super().__init__(cfg, context)
         self.names: List[str] = []
         self.anchors: Optional[List[torch.Tensor]] = None
         self.weights: Optional[List[torch.Tensor]] = None  # None: uniform

@@ -1,24 +1,31 @@
-"""The strategy contract: what trains when, at which learning rate, and what joins the loss."""
+"""The strategy contract: what trains when, at which learning rate, and what joins the loss.
 
-from typing import Any, Dict, List, Optional
+The hooks here are the ones every strategy uses; what only some do (own training loss, wrapped data, partial
+checkpoints) is an optional capability in capabilities.py. A strategy registers itself in its own file
+(``@STRATEGIES.register()``) and gets the run's context (tl_lightning.context.RunContext) when it is built.
+"""
+
+from typing import Any, Dict, List
 
 from torch import nn
 
 
 class Strategy:
-    """Base class. One subclass per file, registered by name in ``registry.py``."""
+    """Base class. One subclass per file, registered by name with ``@STRATEGIES.register()``."""
 
     name = "base"
     uses_pretrained = True  # False: the backbone starts from random weights whatever backbone.pretrained says
-    caches_features = False  # True: the backbone is frozen and deterministic, so features may be cached
     staged = False  # True: phases change per-group learning rates (lr_factor)
-    adapter_checkpoints = False  # True: checkpoints leave out the frozen base backbone (checkpoint_keys)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, context=None):
         self.cfg = cfg
-        self.source = None  # tl_lightning.inference.SourceTask, set by run.train for backbone=checkpoint
-        self.datamodule = None  # set by run.train; strategies that estimate statistics read the data from it
-        self.data_dir = "data"  # paths.data_dir, set by run.train
+        # the run's context: the target datamodule, the source task of backbone=checkpoint, data and cache paths
+        self.context = context
+        self.fit_info: Dict[str, Any] = {}
+
+    def module_parameters(self) -> Dict[str, nn.Parameter]:
+        """Parameters of the strategy's own that the module holds (and checkpoints), registered before setup."""
+        return {}
 
     def setup(self, module: nn.Module) -> None:
         """Set ``requires_grad`` on the module's parameters before training starts."""
@@ -65,32 +72,16 @@ class Strategy:
     def restore(self, module: nn.Module) -> None:
         """After ``load_state_dict`` (resume, or testing a checkpoint): re-apply the trainable set."""
 
-    def checkpoint_keys(self, module: nn.Module, state: Dict[str, Any]) -> Dict[str, Any]:
-        """The part of the module's state dict a checkpoint holds (all of it, unless adapter_checkpoints)."""
-        return state
-
-    def check_checkpoint(self, module: nn.Module, state: Dict[str, Any]) -> None:
-        """Raise when a checkpoint's state dict lacks what this strategy saves (with partial checkpoints only)."""
-
     def summary_info(self) -> Dict[str, Any]:
-        """What summary.json's strategy_info reports for this strategy."""
+        """What summary.json's strategy_info reports for this strategy, as fit ends."""
         return {}
 
-    def wrap_datamodule(self, datamodule):
-        """The datamodule fit uses (e.g. episodes for training); the target datamodule by default."""
-        return datamodule
+    def on_fit_end(self, module: nn.Module) -> None:
+        """Fit has ended: the summary reports the strategy as it is now (testing may load a checkpoint's state)."""
+        self.fit_info = self.summary_info()
 
-    def training_loss(self, module: nn.Module, batch) -> Optional[Dict[str, Any]]:
-        """A training loss of the strategy's own ({'loss', 'acc'}) instead of the criterion on the head's logits."""
-        return None
-
-    def fewshot_evaluation(self, module: nn.Module, datamodule) -> Optional[Dict[str, Any]]:
-        """Evaluation after testing that belongs to the strategy (summary.json's 'fewshot')."""
-        return None
-
-    def adapter_record(self) -> Any:
-        """What rebuilds the adapters of an adapter-only checkpoint (recorded under tl_lightning.adapter)."""
-        return None
+    def summary_sections(self) -> Dict[str, Any]:
+        return {"strategy_info": self.fit_info}
 
     # helpers shared by strategies
     def head_group(self, module: nn.Module) -> Dict[str, Any]:

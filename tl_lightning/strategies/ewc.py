@@ -21,17 +21,19 @@ from torch import nn
 
 from tl_lightning.batch import batch_size, device_batches
 from tl_lightning.errors import ConfigError
+from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.anchored import AnchoredStrategy
 
 log = logging.getLogger(__name__)
 
 
+@STRATEGIES.register()
 class EWC(AnchoredStrategy):
     name = "ewc"
     strength_key = "lam"
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, context=None):
+        super().__init__(cfg, context)
         self.fisher_from = ""
 
     def callbacks(self) -> list:
@@ -44,6 +46,14 @@ class EWC(AnchoredStrategy):
         super().load_state_dict(state)
         self.fisher_from = state.get("fisher_from", "")
 
+    def summary_info(self):
+        return {"fisher_from": self.fisher_from} if self.fisher_from else {}
+
+    @property
+    def source(self):
+        """The source task of backbone=checkpoint (None otherwise)."""
+        return self.context.source if self.context is not None else None
+
     def resolve_source(self) -> str:
         choice = self.cfg.fisher_source
         has_source = self.source is not None and self.source.data_config is not None
@@ -54,7 +64,7 @@ class EWC(AnchoredStrategy):
             return "source" if has_source else "target"
         return choice
 
-    def estimate(self, module: nn.Module, data_dir: str) -> None:
+    def estimate(self, module: nn.Module) -> None:
         where = self.resolve_source()
         self.fisher_from = where
         if where == "uniform":
@@ -66,11 +76,12 @@ class EWC(AnchoredStrategy):
 
             from tl_lightning.data import build_datamodule
 
-            dm = build_datamodule(OmegaConf.create(self.source.data_config), module.backbone.preprocessing, data_dir)
+            dm = build_datamodule(OmegaConf.create(self.source.data_config), module.backbone.preprocessing,
+                                  self.context.paths)
             dm.setup("fit")
             head = self.source.head.to(device)
         else:
-            dm, head = self.datamodule, module.head
+            dm, head = self.context.datamodule, module.head
         loader = dm.plain_loader("train", self.cfg.fisher_batch_size, limit=self.cfg.fisher_samples)
         fisher = empirical_fisher(module.backbone, head, loader, module.criterion, device)
         if self.cfg.normalize:
@@ -114,7 +125,7 @@ class FisherCallback(L.Callback):
         requires = [p.requires_grad for p in pl_module.backbone.parameters()]
         for p in pl_module.backbone.parameters():
             p.requires_grad_(True)
-        s.estimate(pl_module, s.data_dir)
+        s.estimate(pl_module)
         for p, r in zip(pl_module.backbone.parameters(), requires):
             p.requires_grad_(r)
         if trainer.world_size > 1:

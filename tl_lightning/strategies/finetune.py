@@ -1,9 +1,11 @@
 """Fine-tune everything from the pretrained weights; the backbone may take a smaller lr, and with
 strategy.layer_decay < 1 lower layers smaller still (layer-wise lr decay)."""
 
+from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.base import Strategy, set_trainable
 
 
+@STRATEGIES.register()
 class Finetune(Strategy):
     name = "finetune"
 

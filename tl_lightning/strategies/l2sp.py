@@ -3,9 +3,11 @@
 w_S are the backbone's weights, w0_S their pretrained values, w_new the new head's weights (the beta
 term replaces the optimizer's weight decay on the head)."""
 
+from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.anchored import AnchoredStrategy
 
 
+@STRATEGIES.register()
 class L2SP(AnchoredStrategy):
     name = "l2sp"
 

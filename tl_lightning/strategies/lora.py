@@ -8,20 +8,24 @@ backbone config, checks the digest, loads the adapters and merges them.
 import logging
 from typing import Any, Dict
 
+import lightning as L
+
 from tl_lightning.backbones.adapters import AdapterSpec, adapter_parameters, add_adapters, is_adapter, resolve_targets
 from tl_lightning.backbones.weights import weights_digest
 from tl_lightning.errors import WeightsError
+from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.base import Strategy, norm_layers, set_trainable
+from tl_lightning.strategies.capabilities import PartialCheckpoints
 
 log = logging.getLogger(__name__)
 
 
-class LoRA(Strategy):
+@STRATEGIES.register()
+class LoRA(Strategy, PartialCheckpoints):
     name = "lora"
-    adapter_checkpoints = True
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, context=None):
+        super().__init__(cfg, context)
         self.spec: AdapterSpec = None
 
     def make_spec(self, targets, digest: str) -> AdapterSpec:
@@ -71,6 +75,9 @@ class LoRA(Strategy):
     def adapter_record(self) -> Dict[str, Any]:
         return self.spec.record()
 
+    def callbacks(self) -> list:
+        return [AdapterSize()]
+
     def state_dict(self) -> Dict[str, Any]:
         return {"base_digest": self.spec.base_digest, "targets": list(self.spec.targets)}
 
@@ -82,6 +89,7 @@ class LoRA(Strategy):
             raise WeightsError("the checkpoint's adapters sit on other layers than strategy.target_modules selects now")
 
 
+@STRATEGIES.register()
 class IA3(LoRA):
     """IA3 (Liu et al. 2022): a learned scaling vector on the output of each target layer, initialised to 1; far
     fewer parameters than LoRA. Same targets, checkpoints and loading as LoRA."""
@@ -90,3 +98,15 @@ class IA3(LoRA):
 
     def make_spec(self, targets, digest: str) -> AdapterSpec:
         return AdapterSpec(targets, base_digest=digest, method="ia3")
+
+
+class AdapterSize(L.Callback):
+    """Says, as fit ends, how much of the full model's weights the adapter-only checkpoint holds."""
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        from tl_lightning.summary import checkpoint_size
+
+        if trainer.is_global_zero:
+            size = checkpoint_size(pl_module, "")
+            log.info("checkpoint holds %.2f MB of weights (adapters and head): %.1f %% of the full model's %.2f MB",
+                     size["weights_bytes"] / 1e6, 100 * size["weights_share"], size["full_weights_bytes"] / 1e6)

@@ -1,9 +1,11 @@
 """LP-FT (Kumar et al. 2022): train a linear probe first, then fine-tune everything from that head
 with a smaller learning rate, so the random head does not distort the pretrained features."""
 
+from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.staged import Phase, StagedStrategy
 
 
+@STRATEGIES.register()
 class LPFT(StagedStrategy):
     name = "lp_ft"
 

@@ -2,9 +2,11 @@
 layer groups from the top down, each with a discriminative learning rate."""
 
 from tl_lightning.errors import ConfigError
+from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.staged import Phase, StagedStrategy
 
 
+@STRATEGIES.register()
 class Progressive(StagedStrategy):
     name = "progressive"
 

@@ -21,26 +21,33 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from tl_lightning.batch import collect, in_memory_format
+from tl_lightning.data.registry import build_datamodule
 from tl_lightning.errors import ConfigError
+from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.base import Strategy, set_trainable
+from tl_lightning.strategies.capabilities import OwnTrainingLoss, WrapsData
 
 log = logging.getLogger(__name__)
 
 
-class ProtoNet(Strategy):
+@STRATEGIES.register()
+class ProtoNet(Strategy, OwnTrainingLoss, WrapsData):
     name = "protonet"
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, context=None):
+        super().__init__(cfg, context)
         self.initial = None  # the backbone as training starts: the few-shot baseline without meta-training
         self.episodes_from = ""
         self.episode_shape = (cfg.ways, cfg.shots, cfg.queries)
 
-    def setup(self, module) -> None:
-        self.initial = copy.deepcopy(module.backbone).eval()
+    def module_parameters(self) -> Dict[str, torch.nn.Parameter]:
         # metric scaling (Oreshkin et al. 2018): logits = -exp(s) * squared distance, s learnt; set from the first
         # episode so that pretrained features' large distances do not start with a loss of ~20 that wrecks them
-        module.register_parameter("metric_log_scale", torch.nn.Parameter(torch.zeros(())))
+        return {"metric_log_scale": torch.nn.Parameter(torch.zeros(()))}
+
+    def setup(self, module) -> None:
+        self.initial = copy.deepcopy(module.backbone).eval()
         self.scale_set = False
         self.restore(module)
 
@@ -54,7 +61,7 @@ class ProtoNet(Strategy):
                                                 "lr": self.cfg.lr}]
 
     # episodes
-    def wrap_datamodule(self, datamodule):
+    def wrap_datamodule(self, datamodule, module):
         from tl_lightning.data.episodes import EpisodicDataModule
 
         cfg = self.cfg
@@ -98,8 +105,6 @@ class ProtoNet(Strategy):
 
     def _source_split(self, datamodule):
         """The training split of the source classes (all their samples, unless strategy.source_per_class)."""
-        from tl_lightning.data import build_datamodule
-
         data_cfg = datamodule.cfg
         kept = list(datamodule.split_info["kept_class_ids"])
         full = OmegaConf.merge(data_cfg, {"classes": None, "samples_per_class": None, "eval_per_class": 1,
@@ -113,9 +118,7 @@ class ProtoNet(Strategy):
             source_ids = list(self.cfg.source_classes)
         source_dm = build_datamodule(OmegaConf.merge(full, {"classes": source_ids,
                                                             "samples_per_class": self.cfg.source_per_class}),
-                                     datamodule.preprocessing, self.data_dir)
-        if hasattr(datamodule, "cache_dir"):  # text data: tokenised splits are cached there
-            source_dm.cache_dir = datamodule.cache_dir
+                                     datamodule.preprocessing, self.context.paths)
         source_dm.setup("fit")
         overlap = sorted(set(source_dm.split_info["kept_class_ids"]) & set(kept))
         if overlap:
@@ -143,7 +146,7 @@ class ProtoNet(Strategy):
         return {"loss": F.cross_entropy(logits, target), "acc": (logits.argmax(-1) == target).float().mean()}
 
     def callbacks(self) -> list:
-        return [PrototypeHead(self)]
+        return [PrototypeHead(self)] + ([FewShotEvaluation(self)] if self.cfg.eval_episodes else [])
 
     def set_prototypes(self, module, datamodule) -> None:
         """The head from the nearest-mean rule on the target's labelled budget (eval transform, eval mode)."""
@@ -165,10 +168,8 @@ class ProtoNet(Strategy):
         return {"episodes_from": self.episodes_from, "episode_shape": list(self.episode_shape)}
 
     # few-shot evaluation
-    def fewshot_evaluation(self, module, datamodule) -> Optional[Dict[str, Any]]:
+    def fewshot_evaluation(self, module, datamodule) -> Dict[str, Any]:
         cfg = self.cfg
-        if not cfg.eval_episodes:
-            return None
         from sklearn.linear_model import LogisticRegression
 
         from tl_lightning.data.episodes import episode_indices
@@ -214,9 +215,6 @@ def prototype_head(prototypes: torch.Tensor, scale: float = 1.0):
 
 def embed(backbone, loader, channels_last: bool = False):
     """Features and labels of a loader on the backbone's device (eval mode, no grad; modes restored after)."""
-    from tl_lightning.batch import collect
-    from tl_lightning.trainer import in_memory_format
-
     out = collect(lambda batch: backbone(in_memory_format(batch["inputs"], channels_last)), loader, [backbone])
     return out["outputs"], out["target"]
 
@@ -228,8 +226,7 @@ class PrototypeHead(L.Callback):
         self.strategy = strategy
 
     def _set(self, trainer, pl_module) -> None:
-        datamodule = trainer.datamodule
-        self.strategy.set_prototypes(pl_module, getattr(datamodule, "target", datamodule))
+        self.strategy.set_prototypes(pl_module, trainer.datamodule.unwrapped)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._set(trainer, pl_module)
@@ -237,3 +234,18 @@ class PrototypeHead(L.Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._set(trainer, pl_module)
+
+
+class FewShotEvaluation(L.Callback):
+    """After testing: ``strategy.eval_episodes`` few-shot episodes on the target's test split (summary.json's
+    ``fewshot``)."""
+
+    def __init__(self, strategy: ProtoNet):
+        self.strategy = strategy
+        self.result: Optional[Dict[str, Any]] = None
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self.result = self.strategy.fewshot_evaluation(pl_module, trainer.datamodule.unwrapped)
+
+    def summary_sections(self) -> Dict[str, Any]:
+        return {"fewshot": self.result} if self.result else {}

@@ -1,21 +1,14 @@
-"""Strategies by name (each config in conf/strategy/<name>.yaml)."""
+"""Strategies by name: each registers itself in its own file (``@STRATEGIES.register()``); its config is
+conf/strategy/<name>.yaml."""
 
-from tl_lightning.errors import unknown_name
+from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.base import Strategy
-from tl_lightning.strategies.ewc import EWC
-from tl_lightning.strategies.finetune import Finetune
-from tl_lightning.strategies.l2sp import L2SP
-from tl_lightning.strategies.linear_probe import LinearProbe
-from tl_lightning.strategies.lora import IA3, LoRA
-from tl_lightning.strategies.lp_ft import LPFT
-from tl_lightning.strategies.progressive import Progressive
-from tl_lightning.strategies.protonet import ProtoNet
-from tl_lightning.strategies.scratch import Scratch
-
-STRATEGIES = {cls.name: cls for cls in (Scratch, LinearProbe, Finetune, Progressive, LPFT, L2SP, EWC, LoRA, IA3, ProtoNet)}
 
 
-def build_strategy(cfg) -> Strategy:
-    if cfg.name not in STRATEGIES:
-        raise unknown_name("strategy", cfg.name, STRATEGIES, "strategy.name")
-    return STRATEGIES[cfg.name](cfg)
+def strategy_class(name: str) -> type:
+    return STRATEGIES.get(name)
+
+
+def build_strategy(cfg, context=None) -> Strategy:
+    """The strategy of ``cfg.name``, given the run's context (tl_lightning.context.RunContext)."""
+    return strategy_class(cfg.name)(cfg, context)

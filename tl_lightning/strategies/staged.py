@@ -51,8 +51,8 @@ class StagedStrategy(Strategy):
 
     staged = True
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, context=None):
+        super().__init__(cfg, context)
         self.units: Dict[str, Unit] = {}
         self.phases: List[Phase] = []
         self.phase = 0
@@ -208,6 +208,9 @@ class StagedStrategy(Strategy):
 
     def trainable_units(self) -> List[str]:
         return [u for u in self.units if u in self.unfrozen_at]
+
+    def summary_info(self) -> Dict[str, Any]:
+        return {"phase": self.phase, "trainable_units": self.trainable_units()}
 
     # phase transitions (called by PhaseCallback)
     def phase_done(self, epoch: int) -> bool:

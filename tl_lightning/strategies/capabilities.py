@@ -1,0 +1,42 @@
+"""Optional strategy capabilities: what only some strategies do, each a small base class a reader sees in the
+strategy's class line (``class ProtoNet(Strategy, OwnTrainingLoss, WrapsData)``) and the module checks with
+``isinstance``. The hooks every strategy uses stay on ``Strategy`` (base.py).
+"""
+
+from typing import Any, Dict
+
+
+class OwnTrainingLoss:
+    """The strategy computes the training loss itself (e.g. episodes), instead of the criterion on the logits."""
+
+    def training_loss(self, module, batch) -> Dict[str, Any]:
+        """{'loss': tensor, 'acc': tensor} of one training batch."""
+        raise NotImplementedError
+
+
+class WrapsData:
+    """The strategy trains on another datamodule built around the target's (episodes, cached features)."""
+
+    def wrap_datamodule(self, datamodule, module):
+        """The datamodule fit uses; a ``tl_lightning.data.wrapped.WrappedDataModule`` (or ``datamodule``)."""
+        raise NotImplementedError
+
+
+class PartialCheckpoints:
+    """Checkpoints hold part of the module's state (adapters and head, not the frozen base)."""
+
+    def checkpoint_keys(self, module, state: Dict[str, Any]) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def check_checkpoint(self, module, state: Dict[str, Any]) -> None:
+        """Raise when a checkpoint's state dict lacks what this strategy saves."""
+        raise NotImplementedError
+
+    def adapter_record(self) -> Any:
+        """What rebuilds the rest of the model (recorded under tl_lightning.adapter)."""
+        raise NotImplementedError
+
+
+def checkpoint_state(strategy, module, state: Dict[str, Any]) -> Dict[str, Any]:
+    """The part of ``state`` a checkpoint of this strategy holds."""
+    return strategy.checkpoint_keys(module, state) if isinstance(strategy, PartialCheckpoints) else state
