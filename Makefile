@@ -30,9 +30,10 @@ slurm:
 train: install data
 	$(PY) train.py $(ARGS)
 
-# lint (ruff, configured in pyproject.toml), then the whole suite
+# lint (ruff), the layers and no import circles (import-linter; both configured in pyproject.toml), then the suite
 test: install data slurm
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-logs:

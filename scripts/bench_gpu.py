@@ -113,9 +113,10 @@ def harness(args, device: str, devices: int, ddp: bool = False) -> float:
     """TransferModule + lightning.Trainer (bf16-mixed, channels_last); ``ddp`` forces the DDP strategy on one device."""
     from omegaconf import OmegaConf
 
-    from tl_lightning.config.schema import LossConf, OptimizerConf, SchedulerConf, StrategyConf
+    from tl_lightning.config.schema import BackboneConf, LossConf, OptimizerConf, SchedulerConf, StrategyConf
     from tl_lightning.module import TransferModule
     from tl_lightning.strategies import build_strategy
+    from tl_lightning.task import TaskDescription
 
     backbone, _ = build_model(args.arch, args.classes)
     st = OmegaConf.structured(StrategyConf)
@@ -125,9 +126,11 @@ def harness(args, device: str, devices: int, ddp: bool = False) -> float:
     sched = OmegaConf.structured(SchedulerConf)
     sched.name = "none"
     loss = OmegaConf.merge(OmegaConf.structured(LossConf), {"name": "ce"})
-    module = TransferModule(backbone, args.classes, build_strategy(st), opt, sched, loss)
-    module.channels_last = True
-    module.to(memory_format=torch.channels_last)
+    cfg = OmegaConf.create({"backbone": OmegaConf.structured(BackboneConf), "optimizer": opt, "scheduler": sched,
+                            "loss": loss})
+    task = TaskDescription(class_names=tuple(str(c) for c in range(args.classes)))
+    module = TransferModule(backbone, task, build_strategy(st), cfg)
+    module.use_channels_last()
     timer = Throughput(args.warmup, args.batch_size, device)
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=devices,
                         strategy="ddp" if devices > 1 or ddp else "auto",

@@ -38,3 +38,43 @@ def write_image_tree(root, classes=("cat", "dog"), per_class=6, size=12, seed=0)
 
 # the smallest file a checkpoint path check accepts (a complete zip archive, as torch.save writes)
 EMPTY_ZIP = b"PK\x05\x06" + b"\x00" * 18
+
+
+def tiny_backbone(width: int = 8):
+    """A ResNet-shaped backbone small enough for strategy logic: its layer groups are ResNet's (stem, layer1 ..
+    layer4, each two blocks of conv1/bn1/conv2/bn2), so freezing, unfreezing, BatchNorm policies and per-group learning
+    rates act as on the real one in a fraction of the time."""
+    from torch import nn
+
+    from tl_lightning.backbones.base import Backbone, group_by_patterns
+    from tl_lightning.backbones.preprocessing import InputSpec
+
+    class Block(nn.Module):  # ResNet's BasicBlock without the shortcut: conv1, bn1, conv2, bn2
+        def __init__(self, c_in, c_out):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)
+            self.conv2, self.bn2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)
+
+        def forward(self, x):
+            return self.bn2(self.conv2(self.bn1(self.conv1(x)).relu())).relu()
+
+    def block(c_in, c_out):
+        return nn.Sequential(Block(c_in, c_out), Block(c_out, c_out))
+
+    class TinyResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
+            self.layer1, self.layer2 = block(width, width), block(width, width)
+            self.layer3, self.layer4 = block(width, 2 * width), block(2 * width, 2 * width)
+
+        def forward(self, x):
+            x = self.bn1(self.conv1(x)).relu()
+            return self.layer4(self.layer3(self.layer2(self.layer1(x)))).mean((2, 3))
+
+    model = TinyResNet()
+    patterns = [("stem", r"(conv1|bn1)\."), *((f"layer{i}", rf"layer{i}\.") for i in range(1, 5))]
+    backbone = Backbone(model, 2 * width, InputSpec(32, (0.5,) * 3, (0.5,) * 3), group_by_patterns(model, patterns),
+                        "tiny_resnet")
+    backbone.arch = {"kind": "test", "name": "tiny_resnet"}
+    return backbone

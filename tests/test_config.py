@@ -23,7 +23,7 @@ def test_every_data_option_validates_with_its_schema(compose, data):
     cfg = validate_config(compose(over))
     assert cfg.data.name == data
     expected = {"synthetic": schema.SyntheticDataConf, "fortunes": schema.FortunesDataConf, "text_csv": schema.TextCsvDataConf,
-                "text_folder": schema.TextDataConf, "synthetic_text": schema.SyntheticTextDataConf,
+                "text_folder": schema.TextFolderDataConf, "synthetic_text": schema.SyntheticTextDataConf,
                 "image_folder": schema.ImageFolderDataConf, "multi_source": schema.MultiSourceDataConf}
     assert OmegaConf.get_type(cfg.data) is expected.get(data, schema.ImageDataConf)
     # text data brings its default text backbone (an override in the data option's defaults list)
@@ -33,7 +33,7 @@ def test_every_data_option_validates_with_its_schema(compose, data):
 
 @pytest.mark.parametrize("backbone", OPTIONS["backbone"])
 def test_every_backbone_option_validates(compose, backbone, tmp_path):
-    from tl_lightning.backbones.registry import BUILDERS
+    from tl_lightning.registry import BACKBONES
 
     over = [f"backbone={backbone}"] + (["backbone.name=resnet18"] if backbone == "timm" else [])
     if backbone in ("hf", "minilm"):  # text backbones take text data
@@ -42,12 +42,12 @@ def test_every_backbone_option_validates(compose, backbone, tmp_path):
         (tmp_path / "best.ckpt").write_bytes(EMPTY_ZIP)
         over.append(f"backbone.path={tmp_path / 'best.ckpt'}")
     cfg = validate_config(compose(over))
-    assert cfg.backbone.kind in BUILDERS
+    assert cfg.backbone.kind in BACKBONES.names()
 
 
 @pytest.mark.parametrize("group", ["strategy", "loss", "trainer", "logger", "callbacks", "experiment", "debug"])
 def test_every_option_of_other_groups_validates(compose, group, tmp_path, monkeypatch):
-    monkeypatch.setattr("tl_lightning.config.validate.gpu_visible", lambda: True)  # trainer=gpu|ddp as on a GPU box
+    monkeypatch.setattr("tl_lightning.config.schema.gpu_visible", lambda: True)  # trainer=gpu|ddp as on a GPU box
     source = tmp_path / "best.ckpt"  # experiment=split_fashion starts from a source run's checkpoint
     source.write_bytes(EMPTY_ZIP)
     for option in OPTIONS[group]:
@@ -59,13 +59,12 @@ def test_every_option_of_other_groups_validates(compose, group, tmp_path, monkey
 
 
 def test_registries_match_config_files():
-    from tl_lightning.data.registry import DATAMODULES
-    from tl_lightning.losses import CRITERIA
-    from tl_lightning.strategies import STRATEGIES
+    """Each option file has its entry, registered by its own file of the package (found by discovery)."""
+    from tl_lightning.registry import CRITERIA, DATAMODULES, STRATEGIES
 
-    assert set(DATAMODULES) == set(OPTIONS["data"])
-    assert set(STRATEGIES) == set(OPTIONS["strategy"])
-    assert set(CRITERIA) == set(OPTIONS["loss"])
+    assert set(DATAMODULES.names(discover=True)) == set(OPTIONS["data"])
+    assert set(STRATEGIES.names(discover=True)) == set(OPTIONS["strategy"])
+    assert set(CRITERIA.names(discover=True)) == set(OPTIONS["loss"])
 
 
 def test_config_check_imports_no_torch():
@@ -173,10 +172,10 @@ def test_mistakes_are_one_line_naming_the_key(args, fragments):
 
 @pytest.mark.parametrize("trainer", ["gpu", "ddp"])
 def test_gpu_trainer_on_a_machine_without_gpu_is_one_line(compose, monkeypatch, trainer):
-    monkeypatch.setattr("tl_lightning.config.validate.gpu_visible", lambda: False)
+    monkeypatch.setattr("tl_lightning.config.schema.gpu_visible", lambda: False)
     with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu but this machine has no GPU; use trainer=cpu"):
         validate_config(compose([f"trainer={trainer}"]))
-    monkeypatch.setattr("tl_lightning.config.validate.gpu_visible", lambda: True)
+    monkeypatch.setattr("tl_lightning.config.schema.gpu_visible", lambda: True)
     assert validate_config(compose([f"trainer={trainer}"])).trainer.accelerator == "gpu"
     for devices in ("[0,1]", "'0,1'", "-1", "auto", "3"):  # what Lightning accepts passes
         assert validate_config(compose([f"trainer={trainer}", f"trainer.devices={devices}"]))

@@ -105,7 +105,7 @@ def test_a_checkpoint_holding_code_is_refused_without_advice_to_run_it(tmp_path)
 # Errors known at start-up: one line, exit 2, and torch never imported (so well under 2 s). A wrapper runs
 # train.py's main() and reports at exit whether torch was imported; it also hides any GPU of the machine.
 WRAPPER = ("import atexit, sys; atexit.register(lambda: print('TORCH_IMPORTED=%s' % ('torch' in sys.modules), "
-           "file=sys.stderr)); import tl_lightning.config.validate as v; v.gpu_visible = lambda: False; "
+           "file=sys.stderr)); import tl_lightning.config.schema as v; v.gpu_visible = lambda: False; "
            "from tl_lightning.cli.train import main; sys.argv = ['train.py'] + sys.argv[1:]; main()")
 
 

@@ -35,13 +35,12 @@ def test_union_offsets_labels_and_marks_each_source_as_a_group(compose):
     assert set(train.targets[:a_train]) == {0, 1, 2} and set(train.targets[a_train:]) == {3, 4}
     item = train[a_train]  # the first digit: its label offset past source a's three classes
     assert item["group"] == 1 and item["target"] in (3, 4) and item["index"] == a_train
-    assert dm.class_masks.tolist() == [[True, True, True, False, False], [False, False, False, True, True]]
+    assert dm.task.class_masks.tolist() == [[True, True, True, False, False], [False, False, False, True, True]]
+    assert dm.task.group_names == ("a", "b") and dm.task.group_attribute is None  # sources are no population slices
     # each source keeps its own settings: digits' 6 labels per class, the shared 32 px image size
     assert dm.split_info["sources"]["b"]["class_counts"]["train"] == [6, 6]
     assert tuple(item["inputs"].shape) == (3, 32, 32)
-    from tl_lightning.data.multi_source import restrict_logits
-
-    logits = restrict_logits(torch.zeros(2, 5), dm.class_masks, torch.tensor([0, 1]))
+    logits = dm.task.restrict(torch.zeros(2, 5), torch.tensor([0, 1]))
     assert torch.softmax(logits, -1)[0, 3:].sum() == 0 and torch.softmax(logits, -1)[1, :3].sum() == 0
 
 

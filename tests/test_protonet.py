@@ -51,7 +51,12 @@ def test_protonet_run_classifies_by_the_nearest_mean_and_scores_episodes(tmp_pat
     from tl_lightning.inference import load
     from tl_lightning.strategies.protonet import embed
 
-    _, summary = train_inprocess(PROTO, tmp_path / "run")
+    # saliency maps read the target's validation images through the episodes wrapper (it once looked for .datasets
+    # on the wrapper and crashed)
+    _, summary = train_inprocess(PROTO + ["callbacks.saliency.enabled=true", "callbacks.saliency.per_class=1"],
+                                 tmp_path / "run")
+    assert summary["diagnostics"]["saliency"] == str(tmp_path / "run" / "saliency.png")
+    assert (tmp_path / "run" / "saliency.png").stat().st_size > 0
     assert summary["strategy_info"]["episodes_from"] == "source classes class0, class1"
     fewshot = summary["fewshot"]
     assert (fewshot["episodes"], fewshot["ways"], fewshot["shots"], fewshot["queries"]) == (20, 2, 3, 2)

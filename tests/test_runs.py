@@ -158,7 +158,8 @@ def test_resnet50_finetune_trains_from_cached_weights(tmp_path, monkeypatch):
 
 def test_a_loss_term_registered_from_outside_combines_with_the_strategy_penalty(tmp_path):
     """A new term needs only a registered factory and config: module.py and run.py stay as they are."""
-    from tl_lightning.losses import TERM_KINDS, LossTerm, register_term
+    from tl_lightning.losses import LossTerm
+    from tl_lightning.registry import LOSS_TERMS
 
     class LogitL2(LossTerm):
         def __init__(self, name, node):
@@ -168,13 +169,13 @@ def test_a_loss_term_registered_from_outside_combines_with_the_strategy_penalty(
             assert set(batch) == {"inputs", "target", "index", "group"}
             return self.weight * (logits ** 2).mean()
 
-    register_term("logit_l2_test")(LogitL2)
+    LOSS_TERMS.register("logit_l2_test")(LogitL2)
     try:
         args = tiny() + ["strategy=ewc", "strategy.fisher_samples=8", "loss.label_smoothing=0.1",
                          "+loss.terms.reg={kind: logit_l2_test, weight: 0.5}"]
         train_inprocess(args, tmp_path)
     finally:
-        TERM_KINDS.pop("logit_l2_test")
+        LOSS_TERMS.remove("logit_l2_test")
     rows = [r for r in csv.DictReader((tmp_path / "csv" / "metrics.csv").open()) if r.get("train/reg")]
     assert len(rows) == 2
     for row in rows:

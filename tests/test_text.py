@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import expect_user_error, train_inprocess
 from tl_lightning.config.schema import FortunesDataConf, SyntheticTextDataConf, TextCsvDataConf, TextDataConf
+from tl_lightning.context import DataPaths
 from tl_lightning.data import build_datamodule
 from tl_lightning.errors import ConfigError, DataError, WeightsError
 
@@ -34,8 +35,7 @@ def data_cfg(schema, **kw):
 
 
 def setup(prep, schema, cache_dir=None, **kw):
-    dm = build_datamodule(data_cfg(schema, **kw), prep)
-    dm.cache_dir = cache_dir
+    dm = build_datamodule(data_cfg(schema, **kw), prep, DataPaths(cache_dir=cache_dir))
     dm.setup("fit")
     return dm
 

@@ -18,7 +18,8 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str = ".", validat
     from omegaconf.errors import OmegaConfBaseException
 
     import tl_lightning.config.schema  # noqa: F401  registers the schemas the option files name
-    from tl_lightning.errors import ConfigError, one_line
+    from tl_lightning.config.suggest import one_line
+    from tl_lightning.errors import ConfigError
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         try:

@@ -37,22 +37,6 @@ def unknown_name(kind: str, name: str, valid, where: str) -> ConfigError:
     return ConfigError(f"unknown {kind} '{name}' ({where}); valid: {', '.join(sorted(valid))}")
 
 
-def one_line(exc: BaseException) -> str:
-    """Hydra/OmegaConf errors span several lines; keep what is wrong, what is valid and where."""
-    from hydra.errors import MissingConfigException
-
-    from tl_lightning.config.suggest import rewrite
-
-    options = exc.options if isinstance(exc, MissingConfigException) else None
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    cause = exc.__cause__
-    if cause is not None:
-        cause_lines = [ln.strip() for ln in str(cause).strip().splitlines() if ln.strip()]
-        lines = lines[:1] + cause_lines[:1] + lines[1:]
-    text = "; ".join(ln.rstrip(".") for ln in lines[:3]) if lines else type(exc).__name__
-    return rewrite(text, options) or text
-
-
 def check_file(path: str, key: str, checkpoint: bool = False) -> None:
     """A file the run must read: missing, or a directory where a file is expected, is one ConfigError line.
     checkpoint=True: it must also be a complete torch zip archive (a truncated file fails here, before torch

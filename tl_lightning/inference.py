@@ -15,8 +15,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from tl_lightning.backbones.adapters import AdapterSpec, add_adapters, is_adapter, merge
 from tl_lightning.backbones.base import Backbone
 from tl_lightning.backbones.registry import build_backbone
+from tl_lightning.backbones.weights import weights_digest
 from tl_lightning.errors import ConfigError, WeightsError, check_file
 
 
@@ -131,8 +133,6 @@ def _adapted_backbone(record: Dict[str, Any], config: Dict[str, Any], weights: D
                       image_size: Optional[int], path: str, key: str) -> Backbone:
     """An adapter-only checkpoint: the base backbone from the run's backbone config (its pretrained weights), checked
     against the recorded digest, plus the saved adapters, merged into plain layers."""
-    from tl_lightning.backbones.adapters import AdapterSpec, add_adapters, is_adapter, merge
-    from tl_lightning.backbones.weights import weights_digest
 
     spec = AdapterSpec.from_record(record["adapter"])
     base_cfg = OmegaConf.create(config["backbone"])
@@ -154,6 +154,16 @@ def _adapted_backbone(record: Dict[str, Any], config: Dict[str, Any], weights: D
     params = dict(backbone.model.named_parameters())  # layer groups point at the merged parameters
     for group in backbone.layer_groups:
         group.params = [params[n] for n in group.param_names]
+    return backbone
+
+
+def build_from_checkpoint(cfg, choice: str, pretrained: bool, image_size: Optional[int] = None) -> Backbone:
+    """backbone=checkpoint (a registry entry, tl_lightning.registry.BACKBONES): the backbone of a run of this
+    harness, with its recorded architecture and weights, and the source task (its head, class names and data
+    config) so that the run can measure forgetting of the source."""
+    model = from_checkpoint(read_checkpoint(cfg.path, key="backbone.path"), cfg.path, image_size, key="backbone.path")
+    backbone = model.backbone
+    backbone.source_task = model.source_task()
     return backbone
 
 

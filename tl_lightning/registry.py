@@ -71,7 +71,19 @@ class Registry:
 
 
 # The registries. Each entry registers itself in its own file; the packages are imported on a miss.
+# Backbone kinds are lazy entries, listed here so that the config check knows them without importing torch: the
+# one place that knows which library builds which backbone.
 BACKBONES = Registry("backbone kind", "backbone.kind")
+for _kind, _target in {
+    "torchvision": "tl_lightning.backbones.torchvision_backbones:build_torchvision",
+    "timm": "tl_lightning.backbones.timm_backbones:build_timm",
+    "efficientnet_lite0": "tl_lightning.backbones.timm_backbones:build_efficientnet_lite0",
+    "checkpoint": "tl_lightning.inference:build_from_checkpoint",  # a harness checkpoint's inference model
+    "hf": "tl_lightning.backbones.text_backbones:build_hf",
+    "minilm": "tl_lightning.backbones.text_backbones:build_minilm",
+}.items():
+    BACKBONES.add_lazy(_kind, _target)
+TEXT_KINDS = ("hf", "minilm")  # the others take images (checkpoint: whatever its recorded architecture takes)
 DATAMODULES = Registry("dataset", "data.name", package="tl_lightning.data")
 STRATEGIES = Registry("strategy", "strategy.name", package="tl_lightning.strategies")
 CRITERIA = Registry("loss", "loss.name", package="tl_lightning.losses")

@@ -12,6 +12,7 @@ import lightning as L
 
 from tl_lightning.atomic import remove_stale_temporaries
 from tl_lightning.errors import ConfigError, WeightsError, check_file
+from tl_lightning.inference import read_checkpoint
 from tl_lightning.rundir import resume_candidates
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ def resolve_resume(resume: Optional[str], output_dir: str) -> Optional[str]:
 
 
 def _check_resumable(path: str) -> None:
-    from tl_lightning.inference import read_checkpoint
 
     if "optimizer_states" not in read_checkpoint(path, "resume"):
         raise ConfigError(f"resume: {path} holds weights only (best.ckpt), not the optimizer and loop state a resume "

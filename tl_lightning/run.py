@@ -65,7 +65,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         for logger in loggers:
             logger.log_hyperparams({**run_config, "params": counts})
         started, best_epoch, stop = StartRecorder(), BestEpoch(), GracefulStop(layout.last_checkpoint)
-        callbacks = [*build_callbacks(cfg.callbacks, layout, has_logger=bool(loggers)), *strategy.callbacks(),
+        callbacks = [*build_callbacks(cfg.callbacks), *strategy.callbacks(),
                      *datamodule.callbacks(layout), source, started, best_epoch, stop]
         trainer = L.Trainer(**trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False,
                             default_root_dir=output_dir, plugins=[*cluster_plugins(), AtomicCheckpointIO()])

@@ -10,14 +10,13 @@ into a dict already there: ``{"diagnostics": {"collapse": ...}}`` adds one entry
 """
 
 import json
-import os
 import time
 from typing import Any, Dict, Iterable, Protocol, runtime_checkable
 
 import torch
 
 from tl_lightning.atomic import atomic_write
-from tl_lightning.strategies.capabilities import checkpoint_state
+from tl_lightning.strategies.capabilities import checkpoint_size
 
 
 @runtime_checkable
@@ -107,17 +106,6 @@ def build_summary(cfg, *, backbone, pretrained: bool, module, datamodule, counts
         "epoch_time_s": round(fit_s / epochs_here, 3),
         "checkpoint": checkpoint_size(module, best_path),
     }
-
-
-def checkpoint_size(module, path: str) -> Dict[str, Any]:
-    """Bytes of weights a checkpoint holds (all, or adapters + head for adapter checkpoints) against the full
-    model's, and the size of the checkpoint file."""
-    state = module.state_dict()
-    kept = checkpoint_state(module.strategy, module, state)
-    full = sum(t.numel() * t.element_size() for t in state.values())
-    weights = sum(t.numel() * t.element_size() for t in kept.values())
-    return {"file_bytes": os.path.getsize(path) if path and os.path.isfile(path) else None,
-            "weights_bytes": weights, "full_weights_bytes": full, "weights_share": weights / max(1, full)}
 
 
 def write_json(path: str, data: Dict[str, Any]) -> str:

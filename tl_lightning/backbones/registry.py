@@ -1,24 +1,13 @@
-"""The one place that knows which library builds which backbone.
-
-Builders are the registry's lazy entries (``module:function``, imported on first use), so the config check
-lists the kinds without importing torch; a builder of another kind may also register itself with
-``@BACKBONES.register(kind)``.
+"""Build a backbone by kind: the kinds and their builders are ``tl_lightning.registry.BACKBONES`` (lazy entries,
+imported on first use, so the config check lists them without importing torch); a builder of another kind may
+register itself with ``@BACKBONES.register(kind)``.
 """
 
 from typing import Optional
 
-from tl_lightning.registry import BACKBONES
+from tl_lightning.registry import BACKBONES, TEXT_KINDS
 
-for _kind, _target in {
-    "torchvision": "tl_lightning.backbones.torchvision_backbones:build_torchvision",
-    "timm": "tl_lightning.backbones.timm_backbones:build_timm",
-    "efficientnet_lite0": "tl_lightning.backbones.timm_backbones:build_efficientnet_lite0",
-    "checkpoint": "tl_lightning.backbones.checkpoint:build_from_checkpoint",
-    "hf": "tl_lightning.backbones.text_backbones:build_hf",
-    "minilm": "tl_lightning.backbones.text_backbones:build_minilm",
-}.items():
-    BACKBONES.add_lazy(_kind, _target)
-TEXT_KINDS = ("hf", "minilm")  # the others take images (checkpoint: whatever its recorded architecture takes)
+__all__ = ["BACKBONES", "TEXT_KINDS", "build_backbone"]
 
 
 def build_backbone(cfg, pretrained: bool, choice: str = "", image_size: Optional[int] = None):

@@ -12,8 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 
 class ConfusionMatrixPlot(L.Callback):
-    def __init__(self, output_dir: str):
-        self.output_dir = output_dir
+    def __init__(self, run_dir: str):
+        self.output_dir = run_dir
         self.last_val = None
 
     @staticmethod

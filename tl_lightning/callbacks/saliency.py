@@ -123,8 +123,8 @@ def fixed_examples(dataset, num_classes: int, per_class: int) -> List[int]:
 
 
 class SaliencyGrid(L.Callback):
-    def __init__(self, output_dir: str, per_class: int = 2, max_classes: int = 10):
-        self.output_dir, self.per_class, self.max_classes = output_dir, per_class, max_classes
+    def __init__(self, run_dir: str, per_class: int = 2, max_classes: int = 10):
+        self.output_dir, self.per_class, self.max_classes = run_dir, per_class, max_classes
         self.path: Optional[str] = None
 
     def on_fit_end(self, trainer, pl_module) -> None:

@@ -12,7 +12,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from tl_lightning.config import CONFIG_DIR
-from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError, one_line
+from tl_lightning.config.suggest import one_line
+from tl_lightning.errors import USER_ERROR_EXIT_CODE, TLError
 
 TRACEBACK_ENV = "TL_USER_FULL_ERROR"  # the user's own HYDRA_FULL_ERROR, which run_app overrides
 

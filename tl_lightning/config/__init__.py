@@ -3,6 +3,8 @@
 from pathlib import Path
 from typing import Dict, List
 
+from tl_lightning.errors import unknown_name
+
 _PACKAGE = Path(__file__).resolve().parents[1]
 # installed (pip install .): the configs ship inside the package; in a checkout: conf/ at the repo root
 CONFIG_DIR = str(_PACKAGE / "conf" if (_PACKAGE / "conf" / "train.yaml").is_file() else _PACKAGE.parent / "conf")
@@ -24,8 +26,6 @@ def group_options(config_dir: str = CONFIG_DIR) -> Dict[str, List[str]]:
 def load_option(group: str, name: str):
     """An option file of a config group as a plain node (its defaults list dropped); an unknown name is one line."""
     from omegaconf import OmegaConf
-
-    from tl_lightning.errors import unknown_name
 
     options = group_options()[group]
     if name not in options:

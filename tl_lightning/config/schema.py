@@ -5,13 +5,34 @@ conf/train.yaml, so every group merges into its typed node and a misspelled key 
 while Hydra composes, with the key's full path, before anything heavy is imported. The data and
 strategy groups have one schema per kind: each option YAML names its schema in its defaults list
 ("schema in the same config group") and lists only what differs from it.
+
+Each schema checks its own values in a ``check(cls, node, root)`` classmethod (``root``: the whole config, or
+None where a node is checked alone); ``tl_lightning.config.checks.run_checks`` calls them along the MRO, base
+class first, before torch is imported. A schema of a config group option is stored in Hydra's ConfigStore by
+the ``@in_config_store(group, name)`` decorator above it.
 """
 
+import dataclasses
+import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, ListConfig, OmegaConf
+
+from tl_lightning.config import CONFIG_DIR
+from tl_lightning.config.checks import check_choice, check_in, check_positive
+from tl_lightning.errors import ConfigError, check_file
+from tl_lightning.registry import BACKBONES
+
+
+def in_config_store(group: str, name: str):
+    """Store the decorated dataclass in Hydra's ConfigStore as ``<group>/<name>`` (what option YAMLs name)."""
+    def store(node):
+        ConfigStore.instance().store(group=group, name=name, node=node)
+        return node
+    return store
 
 
 @dataclass
@@ -28,6 +49,22 @@ class BackboneConf:
     pooling: str = "mean"  # mean (over the attention mask) | cls (the first token's hidden state)
     truncation: str = "head"  # head (keep the start) | head_tail (keep the first quarter and the last three quarters)
 
+    @classmethod
+    def check(cls, bb, root=None) -> None:
+
+        check_choice(bb.kind, BACKBONES.names(), "backbone.kind")
+        check_choice(bb.pooling, ("mean", "cls"), "backbone.pooling")
+        check_choice(bb.truncation, ("head", "head_tail"), "backbone.truncation")
+        if bb.max_length is not None and bb.max_length < 8:
+            raise ConfigError(f"config key 'backbone.max_length': must be >= 8 tokens, got {bb.max_length}")
+        check_in(bb.head_dropout, 0.0, 1.0, "backbone.head_dropout")
+        if bb.kind == "checkpoint":
+            if not bb.path:
+                raise ConfigError("backbone=checkpoint needs backbone.path=<run dir>/checkpoints/best.ckpt")
+            check_file(bb.path, "backbone.path", checkpoint=True)
+        if bb.get("weights"):
+            check_file(bb.weights, "backbone.weights")
+
 
 @dataclass
 class ImbalanceConf:
@@ -42,6 +79,8 @@ class ImbalanceConf:
 
 IMBALANCE_ORDERS = ("fixed", "seed")
 SAMPLERS = ("random", "balanced", "group_balanced")
+GROUP_SOURCES = ("data.shortcut.kind=tint|patch (any image data), data.groups_csv=<file> data.group_column=<column> "
+                 "(data=image_folder), data.group_column=<column> (data=text_csv), data=multi_source (its sources)")
 
 
 @dataclass
@@ -67,6 +106,50 @@ class DataConf:
     num_workers: int = 0
     pin_memory: bool = False
 
+    # where data.root names no folder: the hint after the one line (download needs internet)
+    root_hint: ClassVar[str] = "; data.download=true creates it and downloads the data (needs internet)"
+    root_required: ClassVar[str] = ""  # the line when data.root is unset and this data needs one
+
+    @classmethod
+    def has_groups(cls, data) -> bool:
+        """The data gives each sample a group (slice) label."""
+        return False
+
+    @classmethod
+    def check(cls, data, root=None) -> None:
+        check_positive(data.samples_per_class, "data.samples_per_class")
+        check_positive(data.eval_per_class, "data.eval_per_class")
+        check_positive(data.batch_size, "data.batch_size", allow_none=False)
+        if data.num_workers < 0:
+            raise ConfigError(f"config key 'data.num_workers': must be >= 0 (0: load in the main process), "
+                              f"got {data.num_workers}")
+        for key in ("val_fraction", "test_fraction"):
+            if not 0.0 < data[key] < 1.0:
+                raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {data[key]}")
+        check_choice(data.sampler, SAMPLERS, "data.sampler")
+        imbalance = data.imbalance
+        check_choice(imbalance.order, IMBALANCE_ORDERS, "data.imbalance.order")
+        if imbalance.ratio is not None and imbalance.ratio < 1:
+            raise ConfigError(f"config key 'data.imbalance.ratio': the head class's budget over the tail's, >= 1 (1: "
+                              f"balanced), got {imbalance.ratio}")
+        if imbalance.ratio is not None and imbalance.counts is not None:
+            raise ConfigError("data.imbalance: give ratio (an exponential profile) or counts (one per class), not both")
+        if imbalance.counts is not None and (not imbalance.counts or min(imbalance.counts) < 1):
+            raise ConfigError(f"config key 'data.imbalance.counts': one budget >= 1 per class, got "
+                              f"{list(imbalance.counts)}")
+        if imbalance.ratio is not None and data.samples_per_class is None:
+            raise ConfigError(f"data.imbalance.ratio needs data.samples_per_class (the head class's budget), e.g. "
+                              f"data.samples_per_class=100 data.imbalance.ratio={imbalance.ratio:g}")
+        if data.sampler == "group_balanced" and not cls.has_groups(data):
+            raise ConfigError(f"data.sampler=group_balanced needs groups in the data: {GROUP_SOURCES} "
+                              "(data.sampler=balanced balances classes)")
+        folder = data.get("root")
+        if not folder and cls.root_required:
+            raise ConfigError(cls.root_required)
+        if folder and not data.get("download", False) and not os.path.isdir(folder):
+            what = "is a file, not a directory" if os.path.exists(folder) else "no such directory"
+            raise ConfigError(f"data.root: {folder}: {what} (data={data.name}){cls.root_hint}")
+
 
 AUGMENT_PRESETS = ("none", "basic", "strong")
 
@@ -83,6 +166,7 @@ class ShortcutConf:
 SHORTCUT_KINDS = (None, "tint", "patch")
 
 
+@in_config_store("data", "schema_image")
 @dataclass
 class ImageDataConf(DataConf):
     """Image datasets: the backbone's preprocessing resizes to image_size and augments."""
@@ -91,7 +175,21 @@ class ImageDataConf(DataConf):
     augment: str = "basic"  # none | basic | strong
     shortcut: ShortcutConf = field(default_factory=ShortcutConf)
 
+    @classmethod
+    def has_groups(cls, data) -> bool:
+        return data.shortcut.kind is not None
 
+    @classmethod
+    def check(cls, data, root=None) -> None:
+        check_choice(data.augment, AUGMENT_PRESETS, "data.augment")
+        check_positive(data.image_size, "data.image_size")
+        check_choice(data.shortcut.kind, SHORTCUT_KINDS, "data.shortcut.kind")
+        if not 0.0 <= data.shortcut.train_correlation <= 1.0:
+            raise ConfigError(f"config key 'data.shortcut.train_correlation': a probability in [0, 1], got "
+                              f"{data.shortcut.train_correlation}")
+
+
+@in_config_store("data", "schema_image_folder")
 @dataclass
 class ImageFolderDataConf(ImageDataConf):
     # a group (slice) per image from a metadata file (tl_lightning/data/groups.py): fairness metrics,
@@ -100,7 +198,27 @@ class ImageFolderDataConf(ImageDataConf):
     group_column: Optional[str] = None  # its column holding the group
     groups_key_column: str = "path"  # its column naming the image: path relative to data.root, or file name
 
+    root_hint: ClassVar[str] = ""
+    root_required: ClassVar[str] = "data=image_folder needs data.root=<folder of class subfolders, or of train/ val/ test/>"
 
+    @classmethod
+    def has_groups(cls, data) -> bool:
+        return data.shortcut.kind is not None or bool(data.group_column)
+
+    @classmethod
+    def check(cls, data, root=None) -> None:
+        if data.groups_csv and not data.group_column:
+            raise ConfigError(f"data.groups_csv={data.groups_csv} needs data.group_column=<its column holding the group>")
+        if data.group_column and not data.groups_csv:
+            raise ConfigError(f"data.group_column={data.group_column} is a column of data.groups_csv: give "
+                              "data.groups_csv=<file with one row per image>")
+        if data.groups_csv:
+            check_file(data.groups_csv, "data.groups_csv")
+            if data.shortcut.kind is not None:
+                raise ConfigError("data.groups_csv and data.shortcut both define the groups; use one of them")
+
+
+@in_config_store("data", "schema_multi_source")
 @dataclass
 class MultiSourceDataConf(ImageDataConf):
     """Several data options as one source task (tl_lightning/data/multi_source.py); seed, image_size, augment and
@@ -109,7 +227,12 @@ class MultiSourceDataConf(ImageDataConf):
     sources: Dict[str, Any] = field(default_factory=dict)  # {<source name>: {name: <data option>, <its overrides>}}
     prefix_classes: bool = False  # class names '<source>:<class>' (needed when two sources share a class name)
 
+    @classmethod
+    def has_groups(cls, data) -> bool:
+        return True  # each source is a group
 
+
+@in_config_store("data", "schema_synthetic")
 @dataclass
 class SyntheticDataConf(ImageDataConf):
     num_classes: int = 4
@@ -118,6 +241,7 @@ class SyntheticDataConf(ImageDataConf):
     channels: int = 3
 
 
+@in_config_store("data", "schema_text")
 @dataclass
 class TextDataConf(DataConf):
     """Text datasets: the backbone's preprocessing tokenises (no augmentation); training batches are grouped by
@@ -127,14 +251,27 @@ class TextDataConf(DataConf):
     bucketing: bool = True
 
 
+@in_config_store("data", "schema_text_folder")
+@dataclass
+class TextFolderDataConf(TextDataConf):
+    """data.root=<folder>/<class>/<file>.txt, one sample per file."""
+
+    root_hint: ClassVar[str] = ""
+    root_required: ClassVar[str] = "data=text_folder needs data.root=<folder>/<class>/<file>.txt"
+
+
 FORTUNE_TOPICS = ["computers", "science", "politics", "sports", "food", "law", "medicine", "love", "education", "drugs"]
 
 
+@in_config_store("data", "schema_fortunes")
 @dataclass
 class FortunesDataConf(TextDataConf):
     topics: List[str] = field(default_factory=lambda: list(FORTUNE_TOPICS))  # fortune files, one class each
 
+    root_hint: ClassVar[str] = "; install Debian's fortunes package (apt-get install fortunes; make data does it)"
 
+
+@in_config_store("data", "schema_text_csv")
 @dataclass
 class TextCsvDataConf(TextDataConf):
     path: Optional[str] = None  # one .csv / .tsv / .jsonl file, split by seed
@@ -145,13 +282,30 @@ class TextCsvDataConf(TextDataConf):
     label_column: str = "label"
     group_column: Optional[str] = None  # a slice label per text (fairness metrics, group-robust losses)
 
+    @classmethod
+    def has_groups(cls, data) -> bool:
+        return bool(data.group_column)
 
+    @classmethod
+    def check(cls, data, root=None) -> None:
+        if not data.path and not data.train_path:
+            raise ConfigError("data=text_csv needs data.path=<file.csv|.tsv|.jsonl> (split by seed) or "
+                              "data.train_path=... [data.val_path=...] [data.test_path=...]")
+        if data.path and data.train_path:
+            raise ConfigError("data=text_csv: give data.path (one file, split by seed) or data.train_path, not both")
+        for key in ("path", "train_path", "val_path", "test_path"):
+            if data[key]:
+                check_file(data[key], f"data.{key}")
+
+
+@in_config_store("data", "schema_synthetic_text")
 @dataclass
 class SyntheticTextDataConf(TextDataConf):
     num_classes: int = 4
     per_class: int = 40
 
 
+@in_config_store("strategy", "schema")
 @dataclass
 class StrategyConf:
     name: str = MISSING
@@ -162,7 +316,33 @@ class StrategyConf:
     # freeze_stats (eval mode: running statistics untouched; affine trains) | freeze (neither)
     bn: str = "train"
 
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        check_positive(st.lr, "strategy.lr", allow_none=False)
+        if st.backbone_lr_mult < 0:
+            raise ConfigError(f"config key 'strategy.backbone_lr_mult': must be >= 0 (0: the backbone does not move), "
+                              f"got {st.backbone_lr_mult}")
+        check_in(st.layer_decay, 0.0, 1.0, "strategy.layer_decay", low_open=True, high_open=False)
+        check_choice(st.bn, BN_POLICIES, "strategy.bn")
 
+
+@in_config_store("strategy", "schema_scratch")
+@dataclass
+class ScratchConf(StrategyConf):
+    """The same architecture from random weights, everything trained."""
+
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        if st.bn != "train":
+            raise ConfigError(f"strategy=scratch learns BatchNorm statistics from random weights; strategy.bn={st.bn} "
+                              "would keep their initial values (use strategy.bn=train)")
+        if root is not None and root.backbone.kind == "checkpoint":
+            raise ConfigError("strategy=scratch starts from random weights; it cannot start from backbone=checkpoint")
+        if root is not None and root.backbone.weights is not None:
+            raise ConfigError(f"strategy=scratch starts from random weights; drop backbone.weights={root.backbone.weights}")
+
+
+@in_config_store("strategy", "schema_linear_probe")
 @dataclass
 class LinearProbeConf(StrategyConf):
     backbone_lr_mult: float = 0.0  # unused: the backbone does not train
@@ -180,7 +360,20 @@ class PhasedConf(StrategyConf):
     # global: one warmup + cosine decay over the whole run | restart: each phase its own, over its own epochs
     phase_schedule: str = "global"
 
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        check_choice(st.mode, ("min", "max"), "strategy.mode")
+        check_choice(st.phase_schedule, PHASE_SCHEDULES, "strategy.phase_schedule")
+        scheduler = root.scheduler.name if root is not None else None
+        if st.phase_schedule == "restart" and scheduler not in (None, "cosine"):
+            raise ConfigError(f"strategy.phase_schedule=restart restarts the cosine schedule every phase; it needs "
+                              f"scheduler.name=cosine, not {scheduler}")
+        if scheduler == "onecycle":
+            raise ConfigError(f"strategy={st.name} changes learning rates per phase; use scheduler.name=cosine or none, "
+                              "not onecycle")
 
+
+@in_config_store("strategy", "schema_progressive")
 @dataclass
 class ProgressiveConf(PhasedConf):
     layer_decay: float = 0.385  # ULMFiT's 1/2.6 per group, from the top down
@@ -191,7 +384,29 @@ class ProgressiveConf(PhasedConf):
     phases: Optional[List[Any]] = None  # schedule=phases: [{groups: [...], lr, head_lr, max_epochs, patience}]
     train_bn: bool = False  # BatchNorm affine parameters train in frozen groups too (statistics stay frozen)
 
+    PHASE_KEYS: ClassVar[tuple] = ("groups", "lr", "head_lr", "max_epochs", "patience")
 
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        from omegaconf import DictConfig, OmegaConf
+
+        if st.train_bn and st.bn == "freeze":
+            raise ConfigError("strategy.train_bn=true trains BatchNorm affine parameters, strategy.bn=freeze forbids it; "
+                              "choose one")
+        check_choice(st.schedule, PROGRESSIVE_SCHEDULES, "strategy.schedule")
+        check_positive(st.unfreeze_every, "strategy.unfreeze_every", allow_none=False)
+        check_positive(st.groups_per_phase, "strategy.groups_per_phase", allow_none=False)
+        if st.schedule == "phases" and not st.phases:
+            raise ConfigError("strategy.schedule=phases needs strategy.phases: a list of "
+                              "{groups: [layer groups or parameter regexes], lr, head_lr, max_epochs, patience}")
+        for i, phase in enumerate(st.phases or []):
+            if not isinstance(phase, DictConfig) or not set(phase.keys()) <= set(cls.PHASE_KEYS):
+                got = OmegaConf.to_container(phase) if isinstance(phase, DictConfig) else phase
+                raise ConfigError(f"config key 'strategy.phases[{i}]': expected a mapping with keys groups, lr, head_lr, "
+                                  f"max_epochs, patience; got {got}")
+
+
+@in_config_store("strategy", "schema_lp_ft")
 @dataclass
 class LPFTConf(PhasedConf):
     lp_epochs: Optional[int] = 3  # linear-probe epochs (null: until the metric plateaus)
@@ -199,13 +414,22 @@ class LPFTConf(PhasedConf):
     ft_lr: float = 1e-4  # lr of the backbone in the fine-tuning phase
     ft_head_lr: Optional[float] = None  # lr of the head in the fine-tuning phase (null: ft_lr)
 
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        if st.lp_epochs is None and st.lp_patience is None:
+            raise ConfigError("strategy=lp_ft needs strategy.lp_epochs or strategy.lp_patience to end the probe phase")
+        check_positive(st.ft_lr, "strategy.ft_lr", allow_none=False)
+        check_positive(st.ft_head_lr, "strategy.ft_head_lr")
 
+
+@in_config_store("strategy", "schema_l2sp")
 @dataclass
 class L2SPConf(StrategyConf):
     alpha: float = 1.0  # pull of the backbone towards its starting weights
     beta: float = 0.01  # L2 on the new head's weights
 
 
+@in_config_store("strategy", "schema_ewc")
 @dataclass
 class EWCConf(StrategyConf):
     lam: float = 1.0  # lambda; with normalize=true on the same scale as l2sp's alpha
@@ -215,28 +439,60 @@ class EWCConf(StrategyConf):
     normalize: bool = True  # rescale the Fisher to mean 1
     gamma: float = 1.0  # online EWC: F <- gamma * F_old + F_new when the source run used EWC
 
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        check_choice(st.fisher_source, FISHER_SOURCES, "strategy.fisher_source")
+        if st.fisher_source == "source" and root is not None and root.backbone.kind != "checkpoint":
+            raise ConfigError("strategy.fisher_source=source needs backbone=checkpoint with a checkpoint made by this "
+                              "harness (it records the source data config); use auto, target or uniform")
+        check_positive(st.fisher_samples, "strategy.fisher_samples", allow_none=False)
+        check_positive(st.fisher_batch_size, "strategy.fisher_batch_size", allow_none=False)
+
 
 @dataclass
-class LoraConf(StrategyConf):
-    """Low-rank adapters (Hugging Face peft) on the frozen backbone; the new head trains fully."""
+class AdapterConf(StrategyConf):
+    """What the adapter strategies (peft) share: target layers, and checkpoints that need the base weights."""
 
-    r: int = 8  # rank of each adapter
-    alpha: float = 16.0  # scaling: the update is (alpha / r) * B A
-    dropout: float = 0.0  # dropout on the adapters' input
     # regexes searched in module names (e.g. ['attn\\.qkv$']); null: the family default (attention projections of
     # transformers, 1x1 and 3x3 convolutions of CNNs)
     target_modules: Optional[List[str]] = None
     bn: str = "freeze_stats"
 
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        if root is not None and not root.backbone.pretrained:
+            raise ConfigError(f"strategy={st.name} adapts pretrained weights and saves only the adapters, which need the "
+                              "base weights again to load; backbone.pretrained=false has no base to reload (use finetune)")
+        if st.layer_decay != 1.0:
+            raise ConfigError(f"strategy={st.name} trains adapters in one optimizer group (lr * backbone_lr_mult); "
+                              f"strategy.layer_decay={st.layer_decay} has nothing to act on (leave it at 1.0)")
 
+
+@in_config_store("strategy", "schema_lora")
 @dataclass
-class IA3Conf(StrategyConf):
+class LoraConf(AdapterConf):
+    """Low-rank adapters (Hugging Face peft) on the frozen backbone; the new head trains fully."""
+
+    r: int = 8  # rank of each adapter
+    alpha: float = 16.0  # scaling: the update is (alpha / r) * B A
+    dropout: float = 0.0  # dropout on the adapters' input
+
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        if st.r <= 0:
+            raise ConfigError(f"config key 'strategy.r': the adapters' rank must be a positive integer (e.g. 4, 8, 16), "
+                              f"got {st.r}")
+        check_positive(st.alpha, "strategy.alpha", allow_none=False)
+        check_in(st.dropout, 0.0, 1.0, "strategy.dropout")
+
+
+@in_config_store("strategy", "schema_ia3")
+@dataclass
+class IA3Conf(AdapterConf):
     """IA3 (peft): learned output scaling of the target layers (the same defaults as LoRA's targets)."""
 
-    target_modules: Optional[List[str]] = None
-    bn: str = "freeze_stats"
 
-
+@in_config_store("strategy", "schema_protonet")
 @dataclass
 class ProtoNetConf(StrategyConf):
     """Prototypical networks: episodic training on source classes, nearest-class-mean head on the target."""
@@ -255,6 +511,18 @@ class ProtoNetConf(StrategyConf):
     backbone_lr_mult: float = 0.01
     bn: str = "freeze_stats"
 
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        for key in ("ways", "shots", "queries", "episodes_per_epoch", "eval_queries"):
+            check_positive(st[key], f"strategy.{key}", allow_none=False)
+        check_positive(st.eval_ways, "strategy.eval_ways")
+        check_positive(st.source_per_class, "strategy.source_per_class")
+        if st.eval_episodes < 0:
+            raise ConfigError(f"config key 'strategy.eval_episodes': episodes after testing, >= 0 (0: none), got "
+                              f"{st.eval_episodes}")
+        if st.ways < 2:
+            raise ConfigError(f"config key 'strategy.ways': an episode needs at least 2 classes, got {st.ways}")
+
 
 @dataclass
 class LossConf:
@@ -270,6 +538,19 @@ class LossConf:
     # extra terms added to the criterion: {<name>: {kind: <registered term kind>, ...}} (null switches one off)
     terms: Dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def check(cls, loss, root=None) -> None:
+        check_choice(loss.weighting, ("none", "inverse", "effective"), "loss.weighting")
+        check_in(loss.beta, 0.0, 1.0, "loss.beta", low_open=True, hint=" (e.g. 0.999)")
+        if root is not None and loss.name == "group_dro":
+            data = root.data
+            if not OmegaConf.get_type(data).has_groups(data):
+                raise ConfigError(f"loss=group_dro needs groups in the data: {GROUP_SOURCES}")
+        check_positive(loss.eta, "loss.eta", allow_none=False)
+        if loss.gamma < 0:
+            raise ConfigError(f"config key 'loss.gamma': must be >= 0 (0: cross-entropy), got {loss.gamma}")
+        check_in(loss.label_smoothing, 0.0, 1.0, "loss.label_smoothing")
+
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "none")
@@ -283,6 +564,10 @@ class OptimizerConf:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw only
     nesterov: bool = False
 
+    @classmethod
+    def check(cls, node, root=None) -> None:
+        check_choice(node.name, OPTIMIZERS, "optimizer.name")
+
 
 @dataclass
 class SchedulerConf:
@@ -290,6 +575,10 @@ class SchedulerConf:
     warmup_epochs: float = 0.0  # cosine only; may be fractional
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of the peak lr
     pct_start: float = 0.3  # onecycle only
+
+    @classmethod
+    def check(cls, node, root=None) -> None:
+        check_choice(node.name, SCHEDULERS, "scheduler.name")
 
 
 @dataclass
@@ -325,6 +614,38 @@ class TrainerConf:
     channels_last: bool = False  # NHWC memory format for convolutional backbones (faster on tensor cores)
     compile: bool = False  # torch.compile the backbone (nn.Module.compile keeps checkpoint keys unchanged)
 
+    @classmethod
+    def check(cls, tr, root=None) -> None:
+        devices = tr.devices
+        ok = devices == "auto" or devices == -1 or (isinstance(devices, int) and devices >= 1) or \
+            (isinstance(devices, str) and devices.strip("-").isdigit() and int(devices) != 0) or \
+            (isinstance(devices, str) and "," in devices and all(d.strip().isdigit() for d in devices.split(","))) or \
+            (isinstance(devices, ListConfig) and len(devices) > 0 and all(isinstance(d, int) and d >= 0 for d in devices))
+        if not ok:
+            raise ConfigError(f"config key 'trainer.devices': '{devices}' is not valid; valid: a count >= 1, -1 (all), "
+                              "auto, or a list of device ids such as [0,1]")
+        if str(tr.precision) not in PRECISIONS:
+            raise ConfigError(f"config key 'trainer.precision': '{tr.precision}' is not valid; valid: "
+                              f"{', '.join(PRECISIONS)}")
+        if tr.max_epochs == 0 or tr.max_epochs < -1 or (tr.max_epochs == -1 and tr.max_steps <= 0 and not tr.max_time):
+            raise ConfigError(f"config key 'trainer.max_epochs': must be >= 1 (or -1 with trainer.max_steps or "
+                              f"trainer.max_time), got {tr.max_epochs}")
+        if tr.accelerator in ("gpu", "cuda") and not gpu_visible():
+            raise ConfigError(f"trainer.accelerator={tr.accelerator} but this machine has no GPU; use trainer=cpu "
+                              "(or trainer=ddp_cpu for two processes)")
+
+
+PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
+              "transformer-engine", "transformer-engine-float16")
+
+
+def gpu_visible() -> bool:
+    """An NVIDIA or AMD GPU device node exists, or Apple's MPS may (checked without importing torch)."""
+    if sys.platform == "darwin":  # accelerator=gpu means MPS there; torch decides
+        return True
+    return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd")) or \
+        os.path.isdir("/proc/driver/nvidia/gpus") and bool(os.listdir("/proc/driver/nvidia/gpus"))
+
 
 MODEL_SWITCHES = ("channels_last", "compile")  # TrainerConf fields that are not passed to lightning.Trainer
 
@@ -358,9 +679,16 @@ class LoggerConf:
     tensorboard: Optional[TensorboardConf] = None
 
 
+# Each callback node names what builds it (``_target_``, instantiated by Hydra with the node's other keys);
+# ``enabled`` switches it; ``run_dir`` is the run's dir, for callbacks that write files there.
+RUN_DIR = "${paths.output_dir}"
+
+
 @dataclass
 class ModelCheckpointConf:
+    _target_: str = "tl_lightning.callbacks.factory.run_checkpoints"  # best.ckpt, and last.ckpt every epoch
     enabled: bool = True
+    run_dir: str = RUN_DIR
     monitor: str = "${optimized_metric}"
     mode: str = "max"
     save_last: bool = True
@@ -369,6 +697,7 @@ class ModelCheckpointConf:
 
 @dataclass
 class EarlyStoppingConf:
+    _target_: str = "lightning.pytorch.callbacks.EarlyStopping"
     enabled: bool = True
     monitor: str = "${optimized_metric}"
     mode: str = "max"
@@ -377,12 +706,25 @@ class EarlyStoppingConf:
 
 
 @dataclass
-class SwitchConf:
+class RichProgressBarConf:
+    """Rich's progress bar; off: Lightning's own tqdm bar."""
+
+    _target_: str = "lightning.pytorch.callbacks.RichProgressBar"
     enabled: bool = True
 
 
 @dataclass
+class ConfusionMatrixConf:
+    """<run dir>/confusion_{val,test}.png and the loggers (tl_lightning/callbacks/confusion_matrix.py)."""
+
+    _target_: str = "tl_lightning.callbacks.confusion_matrix.ConfusionMatrixPlot"
+    enabled: bool = True
+    run_dir: str = RUN_DIR
+
+
+@dataclass
 class LrMonitorConf:
+    _target_: str = "tl_lightning.callbacks.learning_rates.LearningRates"
     enabled: bool = True
     logging_interval: str = "step"
 
@@ -391,6 +733,7 @@ class LrMonitorConf:
 class FairnessMonitorConf:
     """Watches a slice metric on validation (tl_lightning/callbacks/fairness.py) and acts when it degrades."""
 
+    _target_: str = "tl_lightning.callbacks.fairness.FairnessMonitor"
     enabled: bool = False
     monitor: str = "val/worst_group_acc"
     mode: str = "max"  # max: higher is better (an accuracy); min: lower is better (a gap)
@@ -408,6 +751,7 @@ FAIRNESS_ACTIONS = ("warn", "stop", "rollback")
 class CollapseConf:
     """Warn once when validation predictions collapse onto few classes (tl_lightning/callbacks/diagnostics.py)."""
 
+    _target_: str = "tl_lightning.callbacks.diagnostics.CollapseWatch"
     enabled: bool = True
     max_tv: float = 0.5  # total variation between the predicted-class and the label histograms
 
@@ -416,6 +760,7 @@ class CollapseConf:
 class PlateauConf:
     """Warn once when the monitored metric falls for ``patience`` epochs after its best, or stays flat."""
 
+    _target_: str = "tl_lightning.callbacks.diagnostics.PlateauWatch"
     enabled: bool = True
     monitor: str = "${optimized_metric}"
     mode: str = "${callbacks.model_checkpoint.mode}"
@@ -427,7 +772,9 @@ class PlateauConf:
 class SaliencyConf:
     """Grad-CAM maps of fixed validation images once fit ends (tl_lightning/callbacks/saliency.py)."""
 
+    _target_: str = "tl_lightning.callbacks.saliency.SaliencyGrid"
     enabled: bool = False
+    run_dir: str = RUN_DIR
     per_class: int = 2  # images per class
     max_classes: int = 10  # the first classes only, for data with many
 
@@ -437,14 +784,32 @@ class CallbacksConf:
     model_checkpoint: ModelCheckpointConf = field(default_factory=ModelCheckpointConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     lr_monitor: LrMonitorConf = field(default_factory=LrMonitorConf)
-    rich_progress_bar: SwitchConf = field(default_factory=SwitchConf)
-    confusion_matrix: SwitchConf = field(default_factory=SwitchConf)
+    rich_progress_bar: RichProgressBarConf = field(default_factory=RichProgressBarConf)
+    confusion_matrix: ConfusionMatrixConf = field(default_factory=ConfusionMatrixConf)
     fairness: FairnessMonitorConf = field(default_factory=FairnessMonitorConf)
     collapse: CollapseConf = field(default_factory=CollapseConf)
     plateau: PlateauConf = field(default_factory=PlateauConf)
     saliency: SaliencyConf = field(default_factory=SaliencyConf)
     # any further Lightning callbacks, each a {_target_: ..., ...} node
     extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def check(cls, cb, root=None) -> None:
+        for key in ("model_checkpoint", "early_stopping", "fairness", "plateau"):
+            check_choice(cb[key].mode, ("min", "max"), f"callbacks.{key}.mode")
+        fairness = cb.fairness
+        check_choice(fairness.action, FAIRNESS_ACTIONS, "callbacks.fairness.action")
+        check_choice(fairness.after_rollback, ("continue", "stop"), "callbacks.fairness.after_rollback")
+        check_positive(fairness.patience, "callbacks.fairness.patience", allow_none=False)
+        check_positive(cb.plateau.patience, "callbacks.plateau.patience", allow_none=False)
+        check_positive(cb.saliency.per_class, "callbacks.saliency.per_class", allow_none=False)
+        check_positive(cb.saliency.max_classes, "callbacks.saliency.max_classes", allow_none=False)
+        if not 0.0 < cb.collapse.max_tv <= 1.0:
+            raise ConfigError(f"config key 'callbacks.collapse.max_tv': a total-variation distance in (0, 1], got "
+                              f"{cb.collapse.max_tv}")
+        if fairness.max_gap is not None and fairness.mode != "min":
+            raise ConfigError("callbacks.fairness.max_gap bounds a gap (lower is better): it needs "
+                              "callbacks.fairness.mode=min")
 
 
 @dataclass
@@ -571,25 +936,27 @@ PROGRESSIVE_SCHEDULES = ("epochs", "plateau", "phases")
 FISHER_SOURCES = ("auto", "source", "target", "uniform")
 
 
+def schema_of(group: str, node) -> type:
+    """The schema of a data/strategy node (or option name): its type, or the schema its option file names."""
+    if isinstance(node, str):
+        node = OmegaConf.create({"name": node})
+    node_type = OmegaConf.get_type(node)
+    if node_type is not None and dataclasses.is_dataclass(node_type):
+        return node_type
+
+    option = OmegaConf.load(os.path.join(CONFIG_DIR, group, f"{node.name}.yaml"))
+    name = next(d for d in option.defaults if isinstance(d, str) and d.startswith("schema"))
+    return OmegaConf.get_type(ConfigStore.instance().load(f"{group}/{name}.yaml").node)
+
+
 def store_schemas() -> None:
-    """Register the schemas in Hydra's ConfigStore (idempotent)."""
+    """Register the primary configs' schemas in Hydra's ConfigStore (idempotent; the option schemas register
+    themselves with ``@in_config_store``)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConf)
     for name, node in (("eval_schema", EvalConf), ("predict_schema", PredictConf), ("export_schema", ExportConf),
                        ("diagnose_schema", DiagnoseConf)):
         cs.store(name=name, node=node)
-    for name, node in (("schema_image", ImageDataConf), ("schema_image_folder", ImageFolderDataConf),
-                       ("schema_multi_source", MultiSourceDataConf),
-                       ("schema_synthetic", SyntheticDataConf),
-                       ("schema_text", TextDataConf), ("schema_fortunes", FortunesDataConf),
-                       ("schema_text_csv", TextCsvDataConf), ("schema_synthetic_text", SyntheticTextDataConf)):
-        cs.store(group="data", name=name, node=node)
-    for name, node in (("schema", StrategyConf), ("schema_linear_probe", LinearProbeConf),
-                       ("schema_progressive", ProgressiveConf), ("schema_lp_ft", LPFTConf),
-                       ("schema_l2sp", L2SPConf), ("schema_ewc", EWCConf),
-                       ("schema_lora", LoraConf), ("schema_ia3", IA3Conf),
-                       ("schema_protonet", ProtoNetConf)):
-        cs.store(group="strategy", name=name, node=node)
 
 
 store_schemas()

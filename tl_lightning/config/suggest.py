@@ -8,7 +8,9 @@ import typing
 from functools import lru_cache
 from typing import Dict, List, Optional, Set
 
-from tl_lightning.config import group_options
+from hydra.errors import MissingConfigException
+
+from tl_lightning.config import group_options, schema
 
 
 def _fields(cls, prefix: str, out: Dict[str, Set[str]], owner: str) -> None:
@@ -29,15 +31,13 @@ def _fields(cls, prefix: str, out: Dict[str, Set[str]], owner: str) -> None:
 def known_keys() -> Dict[str, Set[str]]:
     """Every config key the schemas define -> the options that have it ('' for keys every run has;
     'strategy=ewc' for a key only that strategy's schema has)."""
-    from tl_lightning.config import schema
-    from tl_lightning.config.validate import option_schema
 
     keys: Dict[str, Set[str]] = {}
     _fields(schema.TrainConf, "", keys, "")
     options = group_options()
     for group in ("data", "strategy"):
         for option in options[group]:
-            _fields(option_schema(group, option), f"{group}.", keys, f"{group}={option}")
+            _fields(schema.schema_of(group, option), f"{group}.", keys, f"{group}={option}")
     return keys
 
 
@@ -95,3 +95,15 @@ def rewrite(message: str, options: Optional[List[str]] = None) -> Optional[str]:
     if found and options is not None:
         return missing_option(found.group(1), found.group(2), options)
     return None
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf errors span several lines; keep what is wrong, what is valid and where."""
+    options = exc.options if isinstance(exc, MissingConfigException) else None
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    cause = exc.__cause__
+    if cause is not None:
+        cause_lines = [ln.strip() for ln in str(cause).strip().splitlines() if ln.strip()]
+        lines = lines[:1] + cause_lines[:1] + lines[1:]
+    text = "; ".join(ln.rstrip(".") for ln in lines[:3]) if lines else type(exc).__name__
+    return rewrite(text, options) or text

@@ -27,6 +27,10 @@ from tl_lightning.data.splits import (
 )
 from tl_lightning.errors import ConfigError
 from tl_lightning.task import TaskDescription
+from tl_lightning.data.shortcut import group_counts
+from tl_lightning.data.shortcut import apply_shortcut, group_names
+from tl_lightning.data.samplers import BalancedSampler
+from tl_lightning.data.groups import check_split_coverage
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +151,10 @@ class TransferDataModule(L.LightningDataModule):
             self.split_info["duplicates"] = duplicates  # only sources that can be checked (files) report it
         shortcut = cfg.get("shortcut")
         if shortcut is not None and shortcut.kind is not None:
-            from tl_lightning.data.shortcut import apply_shortcut, group_names
 
             self.split_info["shortcut"] = apply_shortcut(self.datasets, shortcut, self.num_classes, cfg.seed)
             self.group_names = group_names(self.class_names)
         if self.group_names:  # the shortcut's, or the source's own (data.groups_csv, text_csv's data.group_column)
-            from tl_lightning.data.groups import check_split_coverage
-            from tl_lightning.data.shortcut import group_counts
 
             counts = group_counts(self.datasets, len(self.group_names))
             self.split_info["groups"] = {"names": self.group_names, "counts": counts}
@@ -260,7 +261,6 @@ def shuffle_kwargs(datamodule, n: int, seed: int, shuffle: bool, labels=None, gr
     trainer = getattr(datamodule, "trainer", None)
     sampler = datamodule_cfg(datamodule).get("sampler", "random")
     if labels is not None and sampler in ("balanced", "group_balanced"):
-        from tl_lightning.data.samplers import BalancedSampler
 
         if sampler == "group_balanced":
             if groups is None or not (np.asarray(groups) >= 0).all():

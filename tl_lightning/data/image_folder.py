@@ -10,6 +10,7 @@ from tl_lightning.data.base import RawData, TransferDataModule
 from tl_lightning.data.sources import FileSource
 from tl_lightning.errors import DataError
 from tl_lightning.registry import DATAMODULES
+from tl_lightning.data.groups import group_ids, groups_of_files, read_groups_csv
 
 log = logging.getLogger(__name__)
 SPLIT_DIRS = ("train", "val", "test")
@@ -108,7 +109,6 @@ class ImageFolderDataModule(TransferDataModule):
         self.group_names = []
         if not cfg.get("groups_csv"):
             return
-        from tl_lightning.data.groups import group_ids, groups_of_files, read_groups_csv
 
         table = read_groups_csv(cfg.groups_csv, cfg.groups_key_column, cfg.group_column)
         names = None

@@ -23,6 +23,8 @@ from tl_lightning.data.sources import class_counts
 from tl_lightning.errors import ConfigError
 from tl_lightning.registry import DATAMODULES
 from tl_lightning.task import TaskDescription
+from tl_lightning.config.validate import validate_data
+from tl_lightning.config import load_option
 
 SHARED_KEYS = ("seed", "image_size", "augment", "batch_size", "eval_batch_size", "num_workers", "pin_memory")
 
@@ -66,8 +68,6 @@ class UnionSplit(Dataset):
 
 def source_config(name: str, node, shared) -> "OmegaConf":
     """A source's data config: its option's YAML, the shared run settings, then its own overrides; validated."""
-    from tl_lightning.config import load_option
-    from tl_lightning.config.validate import validate_data
 
     if not isinstance(node, dict) and not OmegaConf.is_dict(node) or not node.get("name"):
         raise ConfigError(f"config key 'data.sources.{name}': expected a data option with overrides, e.g. "

@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 from PIL import Image
+from tl_lightning.data.sources import SplitDataset
 
 # distinct, saturated colours; more classes than colours reuse them (the shortcut then names a pair of classes)
 PALETTE = np.array([
@@ -68,7 +69,6 @@ class ShortcutSource:
 
 def apply_shortcut(datasets: Dict[str, Any], cfg, num_classes: int, seed: int) -> Dict[str, Any]:
     """Wrap each split's source (train and val correlated, test independent); returns the summary's record."""
-    from tl_lightning.data.sources import SplitDataset
 
     record: Dict[str, Any] = {"kind": cfg.kind, "train_correlation": cfg.train_correlation, "aligned_share": {}}
     for k, (split, ds) in enumerate(sorted(datasets.items())):

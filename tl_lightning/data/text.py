@@ -23,6 +23,8 @@ from tl_lightning.data.groups import group_ids
 from tl_lightning.errors import DataError
 from tl_lightning.callbacks.misclassified import MisclassifiedExamples
 from tl_lightning.registry import DATAMODULES
+from tl_lightning.data.image_folder import _class_dirs
+from tl_lightning.atomic import atomic_torch_save
 
 log = logging.getLogger(__name__)
 FORTUNES_DIR = "/usr/share/games/fortunes"
@@ -155,7 +157,6 @@ class TextDataModule(TransferDataModule):
                     return "hit"
             except Exception as exc:  # a damaged cache is rebuilt, never used
                 log.warning("token cache %s is unreadable (%s); rebuilding", path, type(exc).__name__)
-        from tl_lightning.atomic import atomic_torch_save
 
         atomic_torch_save({"key": key, "ids": prep.warm(texts)}, path)
         return "miss"
@@ -224,7 +225,6 @@ class TextFolderDataModule(TextDataModule):
     name = "text_folder"
 
     def load(self) -> RawData:
-        from tl_lightning.data.image_folder import _class_dirs
 
         root = self.cfg.root
         names_of_classes = _class_dirs(root)

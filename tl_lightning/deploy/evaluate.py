@@ -25,9 +25,11 @@ from tl_lightning.data.all_samples import all_samples, all_samples_task
 from tl_lightning.data.base import batch_size_for
 from tl_lightning.errors import ConfigError, DataError
 from tl_lightning.inference import InferenceModel, load
+from tl_lightning.loggers import build_loggers, finish_wandb, log_lines_once
 from tl_lightning.metrics import StageMetrics, log_stage_end
-from tl_lightning.summary import scalar_metrics, test_sections
+from tl_lightning.summary import scalar_metrics, test_sections, write_json
 from tl_lightning.task import TaskDescription
+from tl_lightning.trainer import trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +96,6 @@ def eval_data_config(cfg: DictConfig, model: InferenceModel, data_choice: Option
 
 def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None) -> Dict[str, Any]:
     """Test ``cfg.ckpt_path``; returns the summary written to ``<output_dir>/summary_eval.json``."""
-    from tl_lightning.loggers import build_loggers, finish_wandb, log_lines_once
-    from tl_lightning.summary import write_json
-    from tl_lightning.trainer import trainer_kwargs
 
     start = time.time()
     log_lines_once()

@@ -21,7 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from tl_lightning.errors import ConfigError, DataError, VerificationError
+from tl_lightning.atomic import atomic_write
+from tl_lightning.config.validate import validate_data
+from tl_lightning.context import DataPaths, RunLayout
+from tl_lightning.data import build_datamodule
+from tl_lightning.errors import ConfigError, DataError, TLError, VerificationError
 from tl_lightning.inference import InferenceModel
 
 log = logging.getLogger(__name__)
@@ -162,10 +166,6 @@ def torchscript_runner(path: str, names: List[str]):
 def verification_samples(model: InferenceModel, count: int, data_dir: str, cache_dir: str) -> Tuple[list, str]:
     """(list of samples in the batch shape, where they came from): the checkpoint's test split when its recorded
     data can be read here, else random inputs of the model's input spec."""
-    from tl_lightning.config.validate import validate_data
-    from tl_lightning.context import DataPaths
-    from tl_lightning.data import build_datamodule
-    from tl_lightning.errors import TLError
 
     data = (model.config or {}).get("data")
     if data:
@@ -218,7 +218,6 @@ def compare(model: InferenceModel, run, samples: list, batch_sizes: Sequence[int
 
 
 def default_output(ckpt_path: str, fmt: str) -> str:
-    from tl_lightning.context import RunLayout
 
     ckpt = os.path.abspath(ckpt_path)
     return os.path.join(RunLayout.of_checkpoint(ckpt), "export", os.path.splitext(os.path.basename(ckpt))[0] + SUFFIX[fmt])
@@ -226,7 +225,6 @@ def default_output(ckpt_path: str, fmt: str) -> str:
 
 def export(model: InferenceModel, cfg) -> Dict[str, Any]:
     """Export, verify, write ``export.json`` next to the file; returns its content."""
-    from tl_lightning.atomic import atomic_write
 
     fmt = cfg.format
     path = os.path.abspath(cfg.output or default_output(cfg.ckpt_path, fmt))

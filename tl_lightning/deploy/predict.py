@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tl_lightning.atomic import atomic_write
 from tl_lightning.batch import sample, to_device
+from tl_lightning.data.text import read_table, read_text_file
 from tl_lightning.errors import ConfigError, DataError
 from tl_lightning.inference import InferenceModel
 
@@ -32,7 +33,6 @@ def read_image(path: str):
 
 
 def read_text(path: str) -> str:
-    from tl_lightning.data.text import read_text_file
 
     return read_text_file(path)
 
@@ -61,7 +61,6 @@ def gather_inputs(spec: str, modality: str, text_column: str = "text") -> List[T
 
 
 def table_rows(path: str, column: str) -> List[Tuple[str, Callable[[], Any]]]:
-    from tl_lightning.data.text import read_table
 
     try:
         table = read_table(path, [column])

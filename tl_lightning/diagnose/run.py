@@ -13,11 +13,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tl_lightning.atomic import atomic_write
+from tl_lightning.backbones.registry import build_backbone
 from tl_lightning.config import load_option
 from tl_lightning.config.schema import BackboneConf
 from tl_lightning.config.validate import merge_into_schema, validate_data
 from tl_lightning.context import DataPaths
+from tl_lightning.data import build_datamodule
+from tl_lightning.diagnose.gap import domain_gap
+from tl_lightning.diagnose.transferability import all_scores
 from tl_lightning.errors import ConfigError, DataError
+from tl_lightning.features import load_or_build
+from tl_lightning.inference import from_checkpoint, read_checkpoint
 
 log = logging.getLogger("tl_lightning")
 KIND_PREFIXES = ("timm", "torchvision", "hf")
@@ -70,13 +76,9 @@ def candidates(cfg: DictConfig, choice: str) -> List[Tuple[str, DictConfig, bool
 def features(backbone_cfg: DictConfig, pretrained: bool, data_cfg: DictConfig, cfg: DictConfig,
              backbone=None) -> Tuple[Dict[str, torch.Tensor], Any, Any]:
     """(feature tensors of every split, the backbone, the datamodule); ``backbone``: reuse one already built."""
-    from tl_lightning.backbones.registry import build_backbone
-    from tl_lightning.data import build_datamodule
-    from tl_lightning.features import load_or_build
 
     if backbone is None:
         if backbone_cfg.kind == "checkpoint" and not pretrained:  # the control of a checkpoint: its architecture
-            from tl_lightning.inference import from_checkpoint, read_checkpoint
 
             ckpt = read_checkpoint(backbone_cfg.path, key="backbones")
             backbone = from_checkpoint(ckpt, backbone_cfg.path, data_cfg.get("image_size"), key="backbones").backbone
@@ -98,7 +100,6 @@ def _reset_weights(module: torch.nn.Module) -> None:
 
 
 def rank(cfg: DictConfig, output_dir: str, choice: str) -> Dict[str, Any]:
-    from tl_lightning.diagnose.transferability import all_scores
 
     data_cfg = validate_data(cfg.data)
     rows = []
@@ -143,7 +144,6 @@ def _subset(x: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def gap(cfg: DictConfig, output_dir: str, choice: str) -> Dict[str, Any]:
-    from tl_lightning.diagnose.gap import domain_gap
 
     data_cfg = validate_data(cfg.data)
     tensors, backbone, _ = features(cfg.backbone, cfg.backbone.pretrained, data_cfg, cfg)

@@ -6,6 +6,8 @@ from typing import Any, Dict, List, Optional
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
+from tl_lightning.rundir import launched_rank
+
 
 def wandb_mode_offline(offline: bool) -> bool:
     """Offline unless asked for online by config or by WANDB_MODE=online."""
@@ -54,8 +56,6 @@ def log_lines_once() -> None:
     Hydra has configured logging, Lightning's lines go through Hydra's handlers only. A DDP child or a further
     Slurm task logs the harness's warnings only (rank 0 prints its INFO lines)."""
     import lightning  # noqa: F401  (adds its handler on import)
-
-    from tl_lightning.rundir import launched_rank
 
     if logging.getLogger().handlers:
         own = logging.getLogger("lightning")

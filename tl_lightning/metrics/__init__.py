@@ -10,6 +10,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from tl_lightning.losses.fairness import gaps
+
 DIAGNOSTICS = ("pred_tv", "top_class_share", "ece")  # logged by every evaluation stage (StageMetrics.diagnostics)
 
 
@@ -54,8 +56,6 @@ class FairnessGaps(Metric):
 
     def compute(self) -> dict:
         from torchmetrics.utilities import dim_zero_cat
-
-        from tl_lightning.losses.fairness import gaps
 
         if not self.preds:
             return {}

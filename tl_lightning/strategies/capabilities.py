@@ -3,6 +3,7 @@ strategy's class line (``class ProtoNet(Strategy, OwnTrainingLoss, WrapsData)``)
 ``isinstance``. The hooks every strategy uses stay on ``Strategy`` (base.py).
 """
 
+import os
 from typing import Any, Dict
 
 
@@ -40,3 +41,14 @@ class PartialCheckpoints:
 def checkpoint_state(strategy, module, state: Dict[str, Any]) -> Dict[str, Any]:
     """The part of ``state`` a checkpoint of this strategy holds."""
     return strategy.checkpoint_keys(module, state) if isinstance(strategy, PartialCheckpoints) else state
+
+
+def checkpoint_size(module, path: str) -> Dict[str, Any]:
+    """Bytes of weights a checkpoint holds (all, or adapters + head for adapter checkpoints) against the full
+    model's, and the size of the checkpoint file."""
+    state = module.state_dict()
+    kept = checkpoint_state(module.strategy, module, state)
+    full = sum(t.numel() * t.element_size() for t in state.values())
+    weights = sum(t.numel() * t.element_size() for t in kept.values())
+    return {"file_bytes": os.path.getsize(path) if path and os.path.isfile(path) else None,
+            "weights_bytes": weights, "full_weights_bytes": full, "weights_share": weights / max(1, full)}

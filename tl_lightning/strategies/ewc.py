@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tl_lightning.batch import batch_size, device_batches
+from tl_lightning.data import build_datamodule
 from tl_lightning.errors import ConfigError
 from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.anchored import AnchoredStrategy
@@ -73,8 +74,6 @@ class EWC(AnchoredStrategy):
         device = next(module.parameters()).device
         if where == "source":
             from omegaconf import OmegaConf
-
-            from tl_lightning.data import build_datamodule
 
             dm = build_datamodule(OmegaConf.create(self.source.data_config), module.backbone.preprocessing,
                                   self.context.paths)

@@ -6,6 +6,7 @@ backbone runs once over every split and the head trains on the cached features (
 
 import logging
 
+from tl_lightning.features import FeatureDataModule, load_or_build
 from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.base import Strategy, set_trainable
 from tl_lightning.strategies.capabilities import WrapsData
@@ -34,7 +35,6 @@ class LinearProbe(Strategy, WrapsData):
             log.info("features are not cached: data.augment=%s changes the training samples every epoch",
                      datamodule.augment)
             return datamodule
-        from tl_lightning.features import FeatureDataModule, load_or_build
 
         tensors, how = load_or_build(module.backbone, datamodule, self.context.paths.cache_dir,
                                      self.context.eval_batch_size)

@@ -15,7 +15,7 @@ from tl_lightning.backbones.weights import weights_digest
 from tl_lightning.errors import WeightsError
 from tl_lightning.registry import STRATEGIES
 from tl_lightning.strategies.base import Strategy, norm_layers, set_trainable
-from tl_lightning.strategies.capabilities import PartialCheckpoints
+from tl_lightning.strategies.capabilities import PartialCheckpoints, checkpoint_size
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,6 @@ class AdapterSize(L.Callback):
     """Says, as fit ends, how much of the full model's weights the adapter-only checkpoint holds."""
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        from tl_lightning.summary import checkpoint_size
-
         if trainer.is_global_zero:
             size = checkpoint_size(pl_module, "")
             log.info("checkpoint holds %.2f MB of weights (adapters and head): %.1f %% of the full model's %.2f MB",

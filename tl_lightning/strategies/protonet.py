@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from tl_lightning.batch import collect, in_memory_format
+from tl_lightning.data.episodes import EpisodicDataModule, episode_indices
 from tl_lightning.data.registry import build_datamodule
 from tl_lightning.errors import ConfigError
 from tl_lightning.registry import STRATEGIES
@@ -62,7 +63,6 @@ class ProtoNet(Strategy, OwnTrainingLoss, WrapsData):
 
     # episodes
     def wrap_datamodule(self, datamodule, module):
-        from tl_lightning.data.episodes import EpisodicDataModule
 
         cfg = self.cfg
         budget = datamodule.cfg.samples_per_class
@@ -171,8 +171,6 @@ class ProtoNet(Strategy, OwnTrainingLoss, WrapsData):
     def fewshot_evaluation(self, module, datamodule) -> Dict[str, Any]:
         cfg = self.cfg
         from sklearn.linear_model import LogisticRegression
-
-        from tl_lightning.data.episodes import episode_indices
 
         loader = datamodule.plain_loader("test", batch_size=100)
         trained, labels = embed(module.backbone, loader, module.channels_last)

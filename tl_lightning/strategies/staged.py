@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tl_lightning.errors import ConfigError
+from tl_lightning.optim import phase_shapes
 from tl_lightning.strategies.base import Strategy, set_trainable
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,6 @@ class StagedStrategy(Strategy):
         (its max_epochs, or the rest of the run for the last phase and plateau-ended ones)."""
         if self.cfg.phase_schedule != "restart":
             return False
-        from tl_lightning.optim import phase_shapes
 
         self._total_steps, self._steps_per_epoch = total_steps, max(1, total_steps // max(1, max_epochs))
         self._phase_shape = phase_shapes(scheduler_cfg, self._steps_per_epoch)
