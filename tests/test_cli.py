@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from tests.conftest import TINY, run_multirun, run_train
+from tests.helpers import TINY, run_multirun, run_train
 
 pytestmark = pytest.mark.e2e
 STRATEGIES = "linear_probe,progressive,ewc"  # every strategy runs in-process in test_strategies_e2e.py

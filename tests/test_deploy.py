@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, TEST_ENV, tiny, train_inprocess
+from tests.helpers import ROOT, TEST_ENV, tiny, train_inprocess
 from tl_lightning.errors import ConfigError, DataError, VerificationError, WeightsError
 
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.optimize import minimize
 from scipy.stats import multivariate_normal
 
-from tests.conftest import tiny, train_inprocess
+from tests.helpers import tiny, train_inprocess
 from tests.test_deploy import tool_config
 from tl_lightning.diagnose.gap import domain_gap, frechet_distance, mmd2_permutation
 from tl_lightning.diagnose.transferability import _max_log_evidence, leep, log_evidence, logme, nce

@@ -7,7 +7,7 @@ import math
 import lightning as L
 import torch
 
-from tests.conftest import TINY, train_inprocess
+from tests.helpers import TINY, train_inprocess
 from tl_lightning.registry import CRITERIA, STRATEGIES
 from tl_lightning.strategies.base import Strategy, set_trainable
 

@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, TEST_ENV, run_train, train_inprocess
-from tests.helpers import write_image_tree
+from tests.helpers import ROOT, TEST_ENV, run_train, train_inprocess, write_image_tree
 from tests.test_cli import assert_user_error
 
 pytestmark = pytest.mark.faults

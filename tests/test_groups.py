@@ -109,7 +109,7 @@ def test_group_mistakes_are_one_line(compose, overrides, message):
 
 
 def test_group_dro_and_group_sampling_run_and_report_groups(tmp_path):
-    from tests.conftest import tiny, train_inprocess
+    from tests.helpers import tiny, train_inprocess
 
     seen = tmp_path / "seen.txt"
     # a correlation of 0.5 and a larger val split: val holds every (class, aligned|conflicting) group, which a
@@ -320,7 +320,7 @@ def test_a_group_missing_from_val_warns_and_is_refused_where_a_val_group_metric_
 
 
 def test_group_dro_trains_on_metadata_groups(tmp_path):
-    from tests.conftest import tiny, train_inprocess
+    from tests.helpers import tiny, train_inprocess
 
     args = tiny("image_folder") + image_folder_groups(tmp_path) + [
         "loss=group_dro", "data.sampler=group_balanced", "trainer.max_epochs=1", "data.val_fraction=0.3",

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from tests.conftest import tiny, train_inprocess
+from tests.helpers import tiny, train_inprocess
 from tl_lightning.config.schema import LossConf
 from tl_lightning.data.samplers import BalancedSampler
 from tl_lightning.data.splits import long_tail_budget

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import expect_user_error, train_inprocess
+from tests.helpers import expect_user_error, train_inprocess
 from tl_lightning.backbones.adapters import AdapterSpec, add_adapters, default_targets, merge, resolve_targets
 from tl_lightning.errors import ConfigError, WeightsError
 
@@ -196,7 +196,7 @@ def test_a_layer_peft_cannot_adapt_is_one_line():
 @pytest.mark.integration
 @pytest.mark.xdist_group("ddp")
 def test_lora_under_ddp_keeps_ranks_identical(tmp_path):
-    from tests.conftest import run_train
+    from tests.helpers import run_train
 
     digest = f"+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {tmp_path / 'dg'}}}"
     proc = run_train(LITE0 + ["trainer=ddp_cpu", digest], tmp_path / "run")

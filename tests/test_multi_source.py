@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY, expect_user_error, train_inprocess
+from tests.helpers import TINY, expect_user_error, train_inprocess
 
 SOURCES = ("++data.sources={a: {name: synthetic, num_classes: 3, per_class: 12}, "
            "b: {name: digits, classes: [0, 1], samples_per_class: 6, eval_per_class: 6}}")

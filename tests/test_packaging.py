@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, TEST_ENV
+from tests.helpers import ROOT, TEST_ENV
 
 
 def test_package_list_covers_the_source_tree():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY, expect_user_error, run_train, train_inprocess
+from tests.helpers import TINY, expect_user_error, run_train, train_inprocess
 from tl_lightning.data.episodes import EpisodeSampler
 from tl_lightning.strategies.protonet import prototype_head
 

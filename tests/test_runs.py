@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import TINY, tiny, train_inprocess
+from tests.helpers import TINY, tiny, train_inprocess
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, TEST_ENV, TINY
+from tests.helpers import ROOT, TEST_ENV, TINY
 
 
 @pytest.mark.integration

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, TEST_ENV, run_multirun
+from tests.helpers import ROOT, TEST_ENV, run_multirun
 from tests.test_cli import assert_user_error
 
 # one Slurm test at a time (pytest-xdist): the local cluster has 2 CPUs

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY, expect_user_error, run_train, train_inprocess
+from tests.helpers import TINY, expect_user_error, run_train, train_inprocess
 
 pytestmark = pytest.mark.e2e
 SHORT = ["data.image_size=32", "data.batch_size=8", "trainer.max_epochs=4", "logger=csv",

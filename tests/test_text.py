@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import expect_user_error, train_inprocess
+from tests.helpers import expect_user_error, train_inprocess
 from tl_lightning.config.schema import FortunesDataConf, SyntheticTextDataConf, TextCsvDataConf, TextDataConf
 from tl_lightning.context import DataPaths
 from tl_lightning.data import build_datamodule
@@ -331,7 +331,7 @@ def test_text_checkpoint_chains_to_a_new_task_with_forgetting(text_run, tmp_path
 def test_killed_text_run_resumes_exactly_with_length_bucketing(tmp_path):
     """Bucketed batches and dropout depend only on (seed, epoch): a run killed at the start of epoch 2 and
     resumed with resume=auto ends with the same metrics and per-epoch weights as an uninterrupted one."""
-    from tests.conftest import run_train
+    from tests.helpers import run_train
     from tests.test_strategies_e2e import _digests
 
     args = ["data=synthetic_text", "data.per_class=16", "data.batch_size=8", "backbone.max_length=32", "logger=none",
