@@ -20,6 +20,9 @@ class DataPaths:
     cache_dir: Optional[str] = None  # tokenised splits and cached features; None: no cache
 
 
+DEFAULT_PATHS = DataPaths()  # downloads under ./data, no cache: what a datamodule built without a run gets
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Where a run keeps what it writes, relative to its run dir."""

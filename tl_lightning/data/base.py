@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from tl_lightning.context import DataPaths
+from tl_lightning.context import DEFAULT_PATHS, DataPaths
+from tl_lightning.data.groups import check_split_coverage
+from tl_lightning.data.samplers import BalancedSampler
+from tl_lightning.data.shortcut import apply_shortcut, group_counts, group_names
 from tl_lightning.data.sources import SplitDataset, class_counts
 from tl_lightning.data.splits import (
     check_labels,
@@ -27,10 +30,6 @@ from tl_lightning.data.splits import (
 )
 from tl_lightning.errors import ConfigError
 from tl_lightning.task import TaskDescription
-from tl_lightning.data.shortcut import group_counts
-from tl_lightning.data.shortcut import apply_shortcut, group_names
-from tl_lightning.data.samplers import BalancedSampler
-from tl_lightning.data.groups import check_split_coverage
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ class TransferDataModule(L.LightningDataModule):
     name = "base"
     modality = "image"  # what its raw samples are; the backbone's preprocessing must take the same
 
-    def __init__(self, cfg, preprocessing, paths: DataPaths = DataPaths()):
+    def __init__(self, cfg, preprocessing, paths: DataPaths = DEFAULT_PATHS):
         super().__init__()
         if preprocessing.modality != self.modality:
             raise ConfigError(f"data={cfg.name} holds {self.modality} samples but the backbone takes "
@@ -151,7 +150,6 @@ class TransferDataModule(L.LightningDataModule):
             self.split_info["duplicates"] = duplicates  # only sources that can be checked (files) report it
         shortcut = cfg.get("shortcut")
         if shortcut is not None and shortcut.kind is not None:
-
             self.split_info["shortcut"] = apply_shortcut(self.datasets, shortcut, self.num_classes, cfg.seed)
             self.group_names = group_names(self.class_names)
         if self.group_names:  # the shortcut's, or the source's own (data.groups_csv, text_csv's data.group_column)
@@ -261,7 +259,6 @@ def shuffle_kwargs(datamodule, n: int, seed: int, shuffle: bool, labels=None, gr
     trainer = getattr(datamodule, "trainer", None)
     sampler = datamodule_cfg(datamodule).get("sampler", "random")
     if labels is not None and sampler in ("balanced", "group_balanced"):
-
         if sampler == "group_balanced":
             if groups is None or not (np.asarray(groups) >= 0).all():
                 raise ConfigError("data.sampler=group_balanced needs a group for every training sample "

@@ -8,9 +8,9 @@ import numpy as np
 
 from tl_lightning.data.base import RawData, TransferDataModule
 from tl_lightning.data.sources import ArraySource
+from tl_lightning.data.torchvision_sets import download_torchvision
 from tl_lightning.errors import DataError
 from tl_lightning.registry import DATAMODULES
-from tl_lightning.data.torchvision_sets import download_torchvision
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
@@ -60,7 +60,6 @@ class FashionMNISTDataModule(TransferDataModule):
 
     def prepare_data(self) -> None:
         if locate_idx_dir(self.cfg.root, self.download_dir) is None and self.cfg.download:
-
             for train in (True, False):
                 download_torchvision("FashionMNIST", self.cfg.root or self.download_dir, MIRROR, train=train)
 

@@ -7,10 +7,10 @@ from typing import List, Optional, Tuple
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from tl_lightning.data.base import RawData, TransferDataModule
+from tl_lightning.data.groups import group_ids, groups_of_files, read_groups_csv
 from tl_lightning.data.sources import FileSource
 from tl_lightning.errors import DataError
 from tl_lightning.registry import DATAMODULES
-from tl_lightning.data.groups import group_ids, groups_of_files, read_groups_csv
 
 log = logging.getLogger(__name__)
 SPLIT_DIRS = ("train", "val", "test")

@@ -3,7 +3,8 @@
 Each entry of ``data.sources`` is a data option with its overrides (``{name: digits, samples_per_class: 100}``);
 the option's own YAML supplies the rest, and the run's seed, image size, augmentation and loader settings apply
 to every source (image data options). The union's classes are the sources' classes in order; each source is a
-group (``batch["group"]``: testing reports accuracy per source, validation the mean and the worst), and the task's ``class_masks`` restrict every sample's logits to its own source's
+group (``batch["group"]``: testing reports accuracy per source, validation the mean and the worst), and the task's
+``class_masks`` restrict every sample's logits to its own source's
 classes: one linear layer acting as one head per source. ``data.sampler=random`` draws sources in proportion
 to their size, ``group_balanced`` each source equally often.
 """
@@ -16,15 +17,15 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from tl_lightning.context import DataPaths
+from tl_lightning.config import load_option
+from tl_lightning.config.validate import validate_data
+from tl_lightning.context import DEFAULT_PATHS, DataPaths
 from tl_lightning.data.base import RawData, TransferDataModule
 from tl_lightning.data.registry import build_datamodule
 from tl_lightning.data.sources import class_counts
 from tl_lightning.errors import ConfigError
 from tl_lightning.registry import DATAMODULES
 from tl_lightning.task import TaskDescription
-from tl_lightning.config.validate import validate_data
-from tl_lightning.config import load_option
 
 SHARED_KEYS = ("seed", "image_size", "augment", "batch_size", "eval_batch_size", "num_workers", "pin_memory")
 
@@ -84,7 +85,7 @@ def source_config(name: str, node, shared) -> "OmegaConf":
 class MultiSourceDataModule(TransferDataModule):
     name = "multi_source"
 
-    def __init__(self, cfg, preprocessing, paths: DataPaths = DataPaths()):
+    def __init__(self, cfg, preprocessing, paths: DataPaths = DEFAULT_PATHS):
         super().__init__(cfg, preprocessing, paths)
         if not cfg.sources:
             raise ConfigError("data=multi_source needs data.sources: '++data.sources={<name>: {name: <data option>, "

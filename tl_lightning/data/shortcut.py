@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 from PIL import Image
+
 from tl_lightning.data.sources import SplitDataset
 
 # distinct, saturated colours; more classes than colours reuse them (the shortcut then names a pair of classes)

@@ -20,7 +20,8 @@ def stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, s
         need = max(2, int(np.ceil(1 / fraction)))
         raise DataError(f"cannot split off the {what} set ({fraction:.0%} of each class): class '{name}' has "
                         f"{counts[c]} sample(s) ({len(present)} classes, {len(indices)} samples in all); about {need} "
-                        f"per class are needed; add samples, change data.{what}_fraction, or leave the class out with data.classes")
+                        f"per class are needed; add samples, change data.{what}_fraction, or leave the class out with "
+                        "data.classes")
     try:
         rest, held = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
     except ValueError as exc:
@@ -52,7 +53,8 @@ def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class, seed: i
     return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
 
 
-def label_map_for(classes: Optional[Sequence], class_names: Sequence[str], origin: str) -> Tuple[np.ndarray, List[str], List[int]]:
+def label_map_for(classes: Optional[Sequence], class_names: Sequence[str],
+                  origin: str) -> Tuple[np.ndarray, List[str], List[int]]:
     """Map original labels to 0..k-1 for the kept classes (ids or names); -1 marks dropped ones."""
     n = len(class_names)
     if classes is None:

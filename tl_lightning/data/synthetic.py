@@ -3,7 +3,6 @@
 import numpy as np
 
 from tl_lightning.data.base import RawData, TransferDataModule
-
 from tl_lightning.data.sources import ArraySource
 from tl_lightning.registry import DATAMODULES
 

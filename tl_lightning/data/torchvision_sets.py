@@ -7,7 +7,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from tl_lightning.backbones.weights import host_reachable
-from tl_lightning.context import DataPaths
+from tl_lightning.context import DEFAULT_PATHS, DataPaths
 from tl_lightning.data.base import RawData, TransferDataModule
 from tl_lightning.data.sources import TorchvisionSource
 from tl_lightning.errors import DataError
@@ -51,7 +51,7 @@ def download_torchvision(cls_name: str, root: str, url: str = "https://github.co
 
 
 class TorchvisionDataModule(TransferDataModule):
-    def __init__(self, cfg, preprocessing, paths: DataPaths = DataPaths()):
+    def __init__(self, cfg, preprocessing, paths: DataPaths = DEFAULT_PATHS):
         super().__init__(cfg, preprocessing, paths)
         self.name = cfg.name
         self.spec = SETS[cfg.name]
