@@ -1,6 +1,8 @@
 """Compose conf/train.yaml outside of `train.py` (scripts, benchmarks, tests), resolving Hydra's own
 interpolations; a composition error is the same one-line ConfigError train.py prints."""
 
+# Imports of tl_lightning inside functions keep start-up fast: the config is checked before torch is imported.
+
 from pathlib import Path
 from typing import Sequence
 

@@ -1,6 +1,8 @@
 """What every Hydra entry point shares: one ``error:`` line and exit status 2 for a user mistake (1 for a failed
 write or check), tracebacks only with HYDRA_FULL_ERROR=1, Ctrl-C outside training as one line."""
 
+# Imports of tl_lightning inside functions keep start-up fast: the config is checked before torch is imported.
+
 import copy
 import functools
 import importlib

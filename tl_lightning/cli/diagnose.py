@@ -2,6 +2,8 @@
 training, or measure the domain gap (conf/diagnose.yaml; tl_lightning/diagnose/run.py). The first word may be
 the command (``rank`` or ``gap``); it becomes ``command=<word>``."""
 
+# Imports of tl_lightning inside functions keep start-up fast: the config is checked before torch is imported.
+
 import sys
 from typing import List
 

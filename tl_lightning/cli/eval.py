@@ -4,6 +4,8 @@ Without ``data=<option>``, ``data.<key>=value`` overrides a value of the checkpo
 command line is rewritten to Hydra's ``+data.<key>=value``, since ``data`` is empty until the checkpoint is read).
 """
 
+# Imports of tl_lightning inside functions keep start-up fast: the config is checked before torch is imported.
+
 import logging
 import sys
 from typing import List

@@ -1,6 +1,8 @@
 """``python -m tl_lightning.export`` / ``tl-export``: a checkpoint to ONNX or TorchScript, checked against PyTorch
 (conf/export.yaml; tl_lightning/deploy/export.py)."""
 
+# Imports of tl_lightning inside functions keep start-up fast: the config is checked before torch is imported.
+
 import logging
 
 from omegaconf import DictConfig

@@ -11,6 +11,8 @@ on test. One summary.json per (budget, seed), with backbone "pixels" (or "tfidf"
 draws it as a dashed line next to the strategies.
 """
 
+# Imports of tl_lightning inside functions keep start-up fast: the config is checked before torch is imported.
+
 import argparse
 import json
 import sys

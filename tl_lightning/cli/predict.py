@@ -1,6 +1,8 @@
 """``python -m tl_lightning.predict`` / ``tl-predict``: a checkpoint on new inputs (conf/predict.yaml;
 tl_lightning/deploy/predict.py)."""
 
+# Imports of tl_lightning inside functions keep start-up fast: the config is checked before torch is imported.
+
 import glob
 import logging
 import os

@@ -10,6 +10,8 @@ torchvision files go to $TORCH_HOME/hub/checkpoints, timm files to the Hugging F
 cache ($HF_HOME/hub); share those folders with the compute nodes.
 """
 
+# Imports of tl_lightning inside functions keep start-up fast: the config is checked before torch is imported.
+
 import sys
 
 

@@ -4,6 +4,8 @@ Only Hydra and OmegaConf are imported at module level: the config is checked
 against the schemas before torch, Lightning or any model code is imported.
 """
 
+# Imports of tl_lightning inside functions keep start-up fast: the config is checked before torch is imported.
+
 import copy
 import json
 import logging
