@@ -19,6 +19,11 @@ class DataPaths:
     data_dir: str = "data"  # downloads (data.download=true) when a data option names no root
     cache_dir: Optional[str] = None  # tokenised splits and cached features; None: no cache
 
+    @classmethod
+    def of(cls, paths_cfg) -> "DataPaths":
+        """From a config's ``paths`` node (paths.data_dir, paths.cache_dir)."""
+        return cls(paths_cfg.data_dir, paths_cfg.cache_dir)
+
 
 DEFAULT_PATHS = DataPaths()  # downloads under ./data, no cache: what a datamodule built without a run gets
 
@@ -53,10 +58,6 @@ class RunLayout:
     @property
     def config(self) -> str:
         return os.path.join(self.run_dir, self.CONFIG)
-
-    def file(self, name: str) -> str:
-        """Any other file of the run dir (misclassified_val.csv, saliency.png ...)."""
-        return os.path.join(self.run_dir, name)
 
     @staticmethod
     def of_checkpoint(ckpt_path: str) -> str:

@@ -11,6 +11,7 @@ from typing import Dict, Optional
 import lightning as L
 
 from tl_lightning.atomic import remove_stale_temporaries
+from tl_lightning.context import RunLayout
 from tl_lightning.errors import ConfigError, WeightsError, check_file
 from tl_lightning.inference import read_checkpoint
 from tl_lightning.rundir import resume_candidates
@@ -23,7 +24,7 @@ def resolve_resume(resume: Optional[str], output_dir: str) -> Optional[str]:
     if resume is None:
         return None
     if resume == "auto":
-        ckpt_dir = os.path.join(output_dir, "checkpoints")
+        ckpt_dir = RunLayout(output_dir).checkpoint_dir
         if os.path.isdir(ckpt_dir):
             remove_stale_temporaries(ckpt_dir)
         candidates = resume_candidates(output_dir)  # the newest one that loads

@@ -42,7 +42,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
     start = time.time()
     log_lines_once()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    layout, paths = RunLayout(output_dir), DataPaths(cfg.paths.data_dir, cfg.paths.cache_dir)
+    layout, paths = RunLayout(output_dir), DataPaths.of(cfg.paths)
     pretrained = bool(cfg.backbone.pretrained and strategy_class(cfg.strategy.name).uses_pretrained)
     backbone = build_backbone(cfg.backbone, pretrained=pretrained, choice=backbone_choice,
                               image_size=cfg.data.get("image_size"))
@@ -82,7 +82,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         metrics = scalar_metrics(trainer.callback_metrics)
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.test:
-            test_best_checkpoint(trainer, module, fit_data, best_path)
+            evaluate_best_checkpoint(trainer, module, fit_data, best_path)
             metrics.update(scalar_metrics(trainer.callback_metrics))
         summary = build_summary(cfg, backbone=backbone, pretrained=pretrained, module=module, datamodule=datamodule,
                                 counts=counts, trainer=trainer, best_path=best_path, metrics=metrics, start=start,
@@ -96,7 +96,7 @@ def train(cfg: DictConfig, output_dir: str, group: Optional[str] = None,
         finish_wandb()
 
 
-def test_best_checkpoint(trainer: L.Trainer, module: L.LightningModule, datamodule, best_path: str) -> None:
+def evaluate_best_checkpoint(trainer: L.Trainer, module: L.LightningModule, datamodule, best_path: str) -> None:
     if not best_path:
         log.warning("no best checkpoint (checkpointing is off or fit ran no validation); testing the final weights")
     trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True)

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from tl_lightning.context import RunLayout
 from tl_lightning.errors import ConfigError, WeightsError
 
 LOCK_NAME = ".lock"
@@ -36,10 +37,11 @@ def launched_rank() -> int:
 def holds_run(run_dir: str) -> List[str]:
     """What in ``run_dir`` shows that a run got somewhere there: a summary or a checkpoint (empty: a new dir, or
     one where a run failed before its first checkpoint; a new run may take that over)."""
-    marks = ["summary.json"] if os.path.isfile(os.path.join(run_dir, "summary.json")) else []
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    layout = RunLayout(run_dir)
+    marks = [layout.SUMMARY] if os.path.isfile(layout.summary) else []
+    ckpt_dir = layout.checkpoint_dir
     if os.path.isdir(ckpt_dir) and any(n.endswith(".ckpt") for n in os.listdir(ckpt_dir)):
-        marks.append("checkpoints/")
+        marks.append(f"{layout.CHECKPOINTS}/")
     return marks
 
 
@@ -100,7 +102,7 @@ def resume_candidates(run_dir: str) -> List[str]:
     requeues) and Lightning's hpc_ckpt_N.ckpt (its own SLURM requeue in a plain sbatch job)."""
     import glob
 
-    return [p for p in [os.path.join(run_dir, "checkpoints", "last.ckpt"),
+    return [p for p in [RunLayout(run_dir).last_checkpoint,
                         *glob.glob(os.path.join(run_dir, "hpc_ckpt_*.ckpt"))] if os.path.isfile(p)]
 
 

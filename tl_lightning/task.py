@@ -43,10 +43,6 @@ class TaskDescription:
             return logits
         return logits.masked_fill(~self.class_masks.to(logits.device)[group], -1e4)
 
-    def without_groups(self) -> "TaskDescription":
-        """The same classes with no groups (data read whole, e.g. ``tl-eval split=all``)."""
-        return replace(self, group_names=(), group_counts={}, group_attribute=None, class_masks=None)
-
     def without_masks(self) -> "TaskDescription":
         return replace(self, class_masks=None)
 

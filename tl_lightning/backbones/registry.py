@@ -5,9 +5,9 @@ register itself with ``@BACKBONES.register(kind)``.
 
 from typing import Optional
 
-from tl_lightning.registry import BACKBONES, TEXT_KINDS
+from tl_lightning.registry import BACKBONES
 
-__all__ = ["BACKBONES", "TEXT_KINDS", "build_backbone"]
+__all__ = ["BACKBONES", "build_backbone"]
 
 
 def build_backbone(cfg, pretrained: bool, choice: str = "", image_size: Optional[int] = None):

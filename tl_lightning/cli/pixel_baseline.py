@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tl_lightning.context import RunLayout
+
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 TFIDF_C_GRID = (0.1, 1.0, 10.0, 100.0)  # sparse, unscaled TF-IDF rows need weaker regularisation
 
@@ -102,7 +104,7 @@ def run_one(overrides, out_dir: Path) -> dict:
                "val": {"val/acc": metrics["val/acc"]}, "test": {k: v for k, v in metrics.items() if k.startswith("test/")},
                "wall_time_s": round(time.time() - start, 2)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    Path(RunLayout(str(out_dir)).summary).write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
 
 

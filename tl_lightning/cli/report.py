@@ -20,6 +20,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from tl_lightning.context import RunLayout
+
 BASELINE_BACKBONES = ("pixels", "tfidf")  # summaries of baselines outside the harness (drawn dashed)
 REQUIRED_KEYS = {"backbone", "dataset", "strategy", "samples_per_class", "seed"}
 
@@ -27,7 +29,7 @@ REQUIRED_KEYS = {"backbone", "dataset", "strategy", "samples_per_class", "seed"}
 def load_summaries(sweep_dir: Path, by=()):
     """Every summary.json under the dir; with ``by``, each gets a "by" dict of those keys of its run's config."""
     rows = []
-    for path in sorted(sweep_dir.rglob("summary.json")):
+    for path in sorted(sweep_dir.rglob(RunLayout.SUMMARY)):
         try:
             with open(path) as fh:
                 summary = json.load(fh)
@@ -37,7 +39,7 @@ def load_summaries(sweep_dir: Path, by=()):
             print(f"warning: skipping {path}: {str(exc).splitlines()[0]}", file=sys.stderr)
             continue
         if by:
-            summary["by"] = config_values(path.parent / "config_resolved.yaml", by)
+            summary["by"] = config_values(Path(RunLayout(str(path.parent)).config), by)
         rows.append(summary)
     return rows
 

@@ -24,6 +24,7 @@ from tl_lightning.cli.common import TRACEBACK_ENV as _TRACEBACK_ENV
 from tl_lightning.cli.common import exit_with, registered_copy, run_app
 from tl_lightning.config import group_options
 from tl_lightning.config.validate import validate_config
+from tl_lightning.context import RunLayout
 from tl_lightning.errors import Interrupted, TLError
 
 log = logging.getLogger("tl_lightning")
@@ -208,7 +209,7 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
         log.warning("%s is %s (diverged or never computed); the job reports no value", cfg.optimized_metric, value)
         value = None
     else:
-        log.info("%s = %s; summary in %s", cfg.optimized_metric, value, os.path.join(output_dir, "summary.json"))
+        log.info("%s = %s; summary in %s", cfg.optimized_metric, value, RunLayout(output_dir).summary)
     if launched_rank() == 0:  # one table, from the process that owns the run dir
         from tl_lightning.endofrun import print_train_table
 

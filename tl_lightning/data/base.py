@@ -153,7 +153,6 @@ class TransferDataModule(L.LightningDataModule):
             self.split_info["shortcut"] = apply_shortcut(self.datasets, shortcut, self.num_classes, cfg.seed)
             self.group_names = group_names(self.class_names)
         if self.group_names:  # the shortcut's, or the source's own (data.groups_csv, text_csv's data.group_column)
-
             counts = group_counts(self.datasets, len(self.group_names))
             self.split_info["groups"] = {"names": self.group_names, "counts": counts}
             absent = check_split_coverage(self.group_names, counts)

@@ -104,7 +104,7 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
     data_cfg = eval_data_config(cfg, model, data_choice)
     if split == "all":
         data_cfg.samples_per_class, data_cfg.eval_per_class = None, None
-    datamodule = build_datamodule(data_cfg, model.preprocessing, DataPaths(cfg.paths.data_dir, cfg.paths.cache_dir))
+    datamodule = build_datamodule(data_cfg, model.preprocessing, DataPaths.of(cfg.paths))
     if split == "all":
         dataset = all_samples(datamodule)
     else:

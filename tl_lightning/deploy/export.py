@@ -166,7 +166,6 @@ def torchscript_runner(path: str, names: List[str]):
 def verification_samples(model: InferenceModel, count: int, data_dir: str, cache_dir: str) -> Tuple[list, str]:
     """(list of samples in the batch shape, where they came from): the checkpoint's test split when its recorded
     data can be read here, else random inputs of the model's input spec."""
-
     data = (model.config or {}).get("data")
     if data:
         try:

@@ -86,7 +86,7 @@ def features(backbone_cfg: DictConfig, pretrained: bool, data_cfg: DictConfig, c
         else:
             backbone = build_backbone(backbone_cfg, pretrained=pretrained, image_size=data_cfg.get("image_size"))
     backbone.eval()
-    datamodule = build_datamodule(data_cfg, backbone.preprocessing, DataPaths(cfg.paths.data_dir, cfg.paths.cache_dir))
+    datamodule = build_datamodule(data_cfg, backbone.preprocessing, DataPaths.of(cfg.paths))
     datamodule.setup("fit")
     tensors, _ = load_or_build(backbone, datamodule, cfg.paths.cache_dir, cfg.batch_size)
     return tensors, backbone, datamodule
