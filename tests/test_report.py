@@ -120,3 +120,34 @@ def test_rank_vs_accuracy_matches_runs_to_ranked_backbones_and_gives_kendall_tau
     assert done.value.code == 0
     assert "| lite0 | 0.1000 | 80.0 (1) |" in out and "| random:resnet18 | -0.0200 | 30.0 (1) |" in out
     assert "Kendall tau (LogME vs linear_probe test/acc) over 4 backbones: +1.00" in out
+
+
+def test_tradeoff_plot_puts_each_strategy_at_its_two_means_and_adds_both_metrics_to_the_table(tmp_path, monkeypatch):
+    for job, (strategy, seed, acc, forgetting) in enumerate((("finetune", 0, 0.84, 0.10), ("finetune", 1, 0.86, 0.14),
+                                                              ("ewc", 0, 0.83, 0.02), ("ewc", 1, 0.85, 0.04))):
+        write(tmp_path, job, strategy, 10, seed, acc)
+        summary = json.loads((tmp_path / str(job) / "summary.json").read_text())
+        summary["source"] = {"forgetting": forgetting}
+        (tmp_path / str(job) / "summary.json").write_text(json.dumps(summary))
+    points = {}
+    import matplotlib.axes
+
+    real = matplotlib.axes.Axes.errorbar
+
+    def record(self, x, y, *args, label=None, **kwargs):
+        if "xerr" in kwargs:  # the tradeoff plot's points (report.png's lines have no xerr)
+            points[label] = (x[0], y[0], kwargs["xerr"][0], kwargs["yerr"][0])
+        return real(self, x, y, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", record)
+    assert main([str(tmp_path), "--tradeoff", "test/acc,source/forgetting"]) == 0
+    assert (tmp_path / "tradeoff.png").stat().st_size > 1000
+    assert points["ewc"][:2] == pytest.approx((84.0, 3.0))
+    assert points["finetune"] == pytest.approx((85.0, 12.0, 1.414, 2.828), abs=1e-3)
+    assert "| b | d | ewc | 10 | 84.0 ± 1.4 | 3.0 ± 1.4 | 2 |" in (tmp_path / "report.md").read_text()
+
+
+def test_tradeoff_needs_two_metrics(tmp_path, capsys):
+    write(tmp_path, 0, "finetune", 10, 0, 0.8)
+    assert main([str(tmp_path), "--tradeoff", "test/acc"]) == 2
+    assert "--tradeoff takes two metrics X,Y" in capsys.readouterr().err

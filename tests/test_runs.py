@@ -191,12 +191,46 @@ def test_best_epoch_is_the_first_epoch_of_a_tied_best_score():
     from tl_lightning.callbacks.best_epoch import BestEpoch
 
     callback = BestEpoch()
-    for epoch, best in enumerate([0.5, 0.5, 0.7, 0.7, 0.7]):
-        trainer = SimpleNamespace(sanity_checking=False, current_epoch=epoch,
-                                  checkpoint_callback=SimpleNamespace(best_model_score=torch.tensor(best)))
+    for epoch, score in enumerate([0.5, 0.5, 0.7, 0.7, 0.6]):
+        trainer = SimpleNamespace(sanity_checking=False, current_epoch=epoch, callback_metrics={"val/acc": score},
+                                  checkpoint_callback=SimpleNamespace(monitor="val/acc", mode="max"))
         callback.on_validation_end(trainer, None)
         assert callback.epoch == (0 if epoch < 2 else 2)
     restored = BestEpoch()
     restored.load_state_dict(callback.state_dict())
+    trainer.callback_metrics["val/acc"] = 0.7
     restored.on_validation_end(trainer, None)  # the same best after a resume: still epoch 2
     assert restored.epoch == 2
+
+
+@pytest.mark.parametrize("scores, best", [((0.5,), 0), ((0.5, 0.9, 0.7), 1), ((0.6, 0.4, 0.6, 0.5), 0)])
+def test_best_epoch_under_a_real_trainer_is_the_epoch_of_the_best_checkpoint(tmp_path, scores, best):
+    """Lightning runs ModelCheckpoint after every other callback: the best epoch is read once it has saved (a
+    one-epoch run used to have none, and a best followed by a worse epoch was credited to the worse one)."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from tl_lightning.callbacks.best_epoch import BestEpoch
+    from tl_lightning.callbacks.factory import run_checkpoints
+
+    class Scripted(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.layer(batch[0]).sum()
+
+        def validation_step(self, batch, _):
+            self.log("val/acc", scores[self.current_epoch])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    data = DataLoader(TensorDataset(torch.zeros(2, 2)), batch_size=2)
+    callback = BestEpoch()
+    trainer = L.Trainer(max_epochs=len(scores), logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[callback, *run_checkpoints(str(tmp_path), "val/acc")], num_sanity_val_steps=0)
+    trainer.fit(Scripted(), train_dataloaders=data, val_dataloaders=data)
+    saved = torch.load(trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True)
+    assert callback.epoch == best == saved["epoch"]

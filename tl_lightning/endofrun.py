@@ -10,20 +10,16 @@ def _pct(value: Optional[float]) -> str:
 
 
 def _print(title: str, rows: List[Tuple[str, str]]) -> None:
+    """A title and aligned ``key  value`` rows: bold keys in a terminal, plain text in a log; a long value (a
+    command) stays on one line, so it can be copied."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(escape(title), style="bold")
+    width = max(len(key) for key, _ in rows)
     for key, value in rows:
-        table.add_row(key, value)
-    import shutil
-
-    # a terminal's own width; 160 columns in a log file or pipe (rich would assume 80 and fold the commands)
-    console = Console(width=shutil.get_terminal_size((160, 24)).columns)
-    console.print(title, style="bold", highlight=False)
-    console.print(table)
+        console.print(f"[bold]{escape(key.ljust(width))}[/bold]  {escape(value)}")
 
 
 def next_commands(ckpt: str) -> List[Tuple[str, str]]:
@@ -31,6 +27,14 @@ def next_commands(ckpt: str) -> List[Tuple[str, str]]:
     return [("eval", f"python -m tl_lightning.eval {q}"),
             ("predict", f"python -m tl_lightning.predict {q} input=<folder|file|glob> output=preds.csv"),
             ("export", f"python -m tl_lightning.export {q} format=onnx")]
+
+
+def wandb_rows(output_dir: str) -> List[Tuple[str, str]]:
+    """The newest offline W&B run in the run dir and the command that uploads it (W&B's own lines are silenced)."""
+    import glob
+
+    runs = sorted(glob.glob(os.path.join(output_dir, "wandb", "offline-run-*")), key=os.path.getmtime)
+    return [("W&B", f"offline; upload: wandb sync {shlex.quote(runs[-1])}")] if runs else []
 
 
 def print_train_table(summary: Dict[str, Any], output_dir: str) -> None:
@@ -49,7 +53,7 @@ def print_train_table(summary: Dict[str, Any], output_dir: str) -> None:
         rows[0] = ("val accuracy", _pct(val.get("val/acc")))
     _print(f"{summary.get('strategy')} | {summary.get('backbone')} | {summary.get('dataset')} "
            f"| {summary.get('samples_per_class') or 'all'} per class | seed {summary.get('seed')}",
-           rows + (next_commands(ckpt) if ckpt else []))
+           rows + wandb_rows(output_dir) + (next_commands(ckpt) if ckpt else []))
 
 
 def print_eval_table(summary: Dict[str, Any], output_dir: str) -> None:
@@ -61,8 +65,8 @@ def print_eval_table(summary: Dict[str, Any], output_dir: str) -> None:
                ("samples", f"{summary['samples']} of {len(summary['classes_in_data'])} classes"),
                ("wall time", f"{summary['wall_time_s']:.0f} s"),
                ("summary", os.path.join(output_dir, "summary_eval.json")),
+               *wandb_rows(output_dir),
            ])
-
 
 
 def print_export_table(report: Dict[str, Any]) -> None:

@@ -20,7 +20,8 @@ LOCK_NAME = ".lock"
 # keys that may differ between a run and its resume=auto continuation: where and how it logs and loads,
 # never what it computes
 RESUME_MAY_DIFFER = ("resume", "resume_strict", "logger", "paths", "data.num_workers", "data.pin_memory",
-                     "callbacks.rich_progress_bar", "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+                     "callbacks.rich_progress_bar", "callbacks.model_summary", "trainer.enable_progress_bar",
+                     "trainer.enable_model_summary", "trainer.log_every_n_steps")
 _LOCKS: Dict[str, int] = {}  # run dir -> open lock fd, held for the life of the process
 
 

@@ -1,19 +1,25 @@
 """The epoch whose validation made the best checkpoint, for summary.json and the end-of-run table."""
 
+import math
 from typing import Any, Dict, Optional
 
 import lightning as L
 
 
 def new_best(trainer, previous: Optional[float]) -> Optional[float]:
-    """The best checkpoint's score when this validation has just made a new best checkpoint, else None.
-    ModelCheckpoint (it runs before the callbacks that ask) keeps the earlier checkpoint on a tie, so only a
-    changed best score marks a new best."""
+    """The monitored score when this validation makes a new best checkpoint, else None (``previous``: the best
+    score so far). Decided as ModelCheckpoint decides (strictly better in its mode, so a tie keeps the earlier
+    checkpoint), not read from it: Lightning runs checkpoint callbacks after every other callback, and saves at
+    the end of the training epoch, so while other callbacks run its best score is still the one before."""
     ckpt = trainer.checkpoint_callback
-    if trainer.sanity_checking or ckpt is None or ckpt.best_model_score is None:
+    if trainer.sanity_checking or ckpt is None or ckpt.monitor is None:
         return None
-    score = float(ckpt.best_model_score)
-    return score if previous is None or score != previous else None
+    current = trainer.callback_metrics.get(ckpt.monitor)
+    if current is None or math.isnan(float(current)):
+        return None
+    current = float(current)
+    better = previous is None or (current > previous if ckpt.mode == "max" else current < previous)
+    return current if better else None
 
 
 class BestEpoch(L.Callback):

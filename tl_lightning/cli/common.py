@@ -52,6 +52,9 @@ def run_app(config_name: str, task: Callable[[DictConfig], Any], after: Optional
     from omegaconf.errors import OmegaConfBaseException
 
     import tl_lightning.config.schema  # noqa: F401  registers the schemas the primary configs name
+    from tl_lightning.terminal import quiet_third_party
+
+    quiet_third_party()
 
     # setdefault: DDP child processes inherit the HYDRA_FULL_ERROR=1 set below, not the user's wish
     os.environ.setdefault(TRACEBACK_ENV, os.environ.get("HYDRA_FULL_ERROR", ""))

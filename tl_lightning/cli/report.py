@@ -177,6 +177,32 @@ def plot(table, metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_tradeoff(table, x_metric: str, y_metric: str, path: Path) -> None:
+    """One point per row (strategy, budget, --by values): mean of ``x_metric`` against mean of ``y_metric``,
+    with the standard deviation over seeds as error bars on both axes (e.g. target accuracy vs forgetting)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in table:
+        if x_metric not in r["stats"] or y_metric not in r["stats"]:
+            continue
+        (x, dx), (y, dy) = r["stats"][x_metric], r["stats"][y_metric]
+        label = " ".join([r["strategy"]] + [f"{k}={v}" for k, v in r["by"].items()])
+        ax.errorbar([100 * x], [100 * y], xerr=[100 * dx], yerr=[100 * dy], marker="o", capsize=3, label=label)
+    ax.set_xlabel(f"{x_metric} (%)")
+    ax.set_ylabel(f"{y_metric} (points)" if "forgetting" in y_metric else f"{y_metric} (%)")
+    title = {(r["backbone"], r["dataset"], r["samples_per_class"]) for r in table}
+    ax.set_title(", ".join(f"{b} on {d}, {n} labels/class" for b, d, n in sorted(title, key=str)), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path)
@@ -185,12 +211,21 @@ def main(argv=None) -> int:
                              "source/forgetting, source/acc_after for backbone=checkpoint runs")
     parser.add_argument("--by", action="append", default=[], metavar="KEY",
                         help="also group by this config key (e.g. strategy.lr), repeatable: for hyperparameter sweeps")
+    parser.add_argument("--tradeoff", metavar="X,Y", default=None,
+                        help="also plot metric Y against metric X, one point per strategy (tradeoff.png), e.g. "
+                             "test/acc,source/forgetting; both are added to the table")
     parser.add_argument("--out", type=Path, default=None, help="folder for report.md and report.png (default: sweep dir)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"error: no such directory: {args.sweep_dir}", file=sys.stderr)
         return 2
     metrics = args.metric or ["test/acc"]
+    tradeoff = args.tradeoff.split(",") if args.tradeoff else []
+    if args.tradeoff and (len(tradeoff) != 2 or not all(tradeoff)):
+        print(f"error: --tradeoff takes two metrics X,Y (e.g. test/acc,source/forgetting), got {args.tradeoff!r}",
+              file=sys.stderr)
+        return 2
+    metrics += [m for m in tradeoff if m not in metrics]
     summaries = load_summaries(args.sweep_dir, args.by)
     table = aggregate(summaries, metrics, args.by)
     if not table:
@@ -202,8 +237,12 @@ def main(argv=None) -> int:
     text = markdown(table, metrics, args.by)
     (out / "report.md").write_text(text)
     plot(table, metrics[0], out / "report.png")
+    written = [out / "report.md", out / "report.png"]
+    if tradeoff:
+        plot_tradeoff(table, *tradeoff, out / "tradeoff.png")
+        written.append(out / "tradeoff.png")
     print(text)
-    print(f"wrote {out / 'report.md'} and {out / 'report.png'} from {len(summaries)} runs")
+    print(f"wrote {', '.join(map(str, written))} from {len(summaries)} runs")
     return 0
 
 

@@ -209,7 +209,9 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
         log.warning("%s is %s (diverged or never computed); the job reports no value", cfg.optimized_metric, value)
         value = None
     else:
-        log.info("%s = %s; summary in %s", cfg.optimized_metric, value, RunLayout(output_dir).summary)
+        from tl_lightning.terminal import metric_text
+
+        log.info("%s = %s; summary in %s", cfg.optimized_metric, metric_text(value), RunLayout(output_dir).summary)
     if launched_rank() == 0:  # one table, from the process that owns the run dir
         from tl_lightning.endofrun import print_train_table
 

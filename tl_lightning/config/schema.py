@@ -608,7 +608,7 @@ class TrainerConf:
     benchmark: Optional[bool] = None
     sync_batchnorm: bool = False
     detect_anomaly: bool = False
-    enable_model_summary: Optional[bool] = None
+    enable_model_summary: bool = False  # Lightning's model table; the harness prints one line (callbacks.model_summary)
     profiler: Optional[str] = None
     # not Trainer arguments: applied to the model by the harness
     channels_last: bool = False  # NHWC memory format for convolutional backbones (faster on tensor cores)
@@ -707,9 +707,20 @@ class EarlyStoppingConf:
 
 @dataclass
 class RichProgressBarConf:
-    """Rich's progress bar; off: Lightning's own tqdm bar."""
+    """Rich's live bar in a terminal, one line per epoch in a log (tl_lightning/callbacks/progress.py); off:
+    Lightning's own tqdm bar."""
 
-    _target_: str = "lightning.pytorch.callbacks.RichProgressBar"
+    _target_: str = "tl_lightning.callbacks.progress.terminal_progress_bar"
+    enabled: bool = True
+    interactive: Optional[bool] = None  # null: Rich's bar when stdout is a terminal; true / false: force one
+
+
+@dataclass
+class ModelSummaryConf:
+    """One line when training starts: parameters (trainable, frozen), modules the strategy keeps in eval mode
+    (tl_lightning/callbacks/model_summary.py). Lightning's table: trainer.enable_model_summary=true."""
+
+    _target_: str = "tl_lightning.callbacks.model_summary.ParameterSummary"
     enabled: bool = True
 
 
@@ -785,6 +796,7 @@ class CallbacksConf:
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     lr_monitor: LrMonitorConf = field(default_factory=LrMonitorConf)
     rich_progress_bar: RichProgressBarConf = field(default_factory=RichProgressBarConf)
+    model_summary: ModelSummaryConf = field(default_factory=ModelSummaryConf)
     confusion_matrix: ConfusionMatrixConf = field(default_factory=ConfusionMatrixConf)
     fairness: FairnessMonitorConf = field(default_factory=FairnessMonitorConf)
     collapse: CollapseConf = field(default_factory=CollapseConf)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from tl_lightning.batch import in_memory_format
 from tl_lightning.callbacks.confusion_matrix import ConfusionMatrixPlot
+from tl_lightning.callbacks.progress import terminal_progress_bar
 from tl_lightning.config.validate import validate_data
 from tl_lightning.context import DataPaths
 from tl_lightning.data import build_datamodule
@@ -130,6 +131,8 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
     loggers = build_loggers(OmegaConf.create(logger_cfg), output_dir, run_config, None, run_name)
     try:
         callbacks = [ConfusionMatrixPlot(output_dir)] if cfg.confusion_matrix else []
+        if cfg.progress_bar:
+            callbacks.append(terminal_progress_bar())
         kwargs = {k: v for k, v in trainer_kwargs(cfg).items() if not k.startswith(("max_", "min_"))}
         trainer = L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=output_dir,
                             enable_progress_bar=cfg.progress_bar, enable_checkpointing=False)

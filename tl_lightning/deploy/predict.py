@@ -123,7 +123,8 @@ def predict(model: InferenceModel, spec: str, output: str, top_k: int = 3, batch
                         collate_fn=collate_with_errors(model.preprocessing.collate))
     rows: Dict[int, List[Any]] = {}
     with torch.inference_mode():
-        for batch, errors in tqdm(loader, desc="predict", unit="batch", disable=not progress):
+        # disable=None: tqdm draws its bar on a terminal only (in a log it would be carriage-return frames)
+        for batch, errors in tqdm(loader, desc="predict", unit="batch", disable=None if progress else True):
             for index, error in errors:
                 rows[index] = [items[index][0], "", "", *([""] * (2 * k)), error]
             if batch is None:

@@ -36,13 +36,22 @@ def build_loggers(cfg, output_dir: str, run_config: Dict[str, Any], group: Optio
                   resuming: bool = False) -> List[Logger]:
     loggers: List[Logger] = []
     if cfg.wandb is not None:
+        import wandb
+
         w = cfg.wandb
-        loggers.append(WandbLogger(
+        offline = wandb_mode_offline(w.offline)
+        logger = WandbLogger(
             id=wandb_run_id(output_dir, resuming), resume="allow",
             project=w.project, entity=w.entity, name=w.name or run_name, group=w.group or group,
-            tags=list(w.tags) or None, offline=wandb_mode_offline(w.offline), save_dir=output_dir,
+            tags=list(w.tags) or None, offline=offline, save_dir=output_dir,
             log_model=w.log_model, job_type=w.job_type, config=run_config,
-        ))
+            # quiet: no run history and summary block when the run ends (the end-of-run table has the results);
+            # offline, silent too: W&B's three header lines become one row of that table (where, how to upload)
+            settings=wandb.Settings(quiet=True, silent=offline),
+        )
+        # Lightning always passes anonymous=None, which wandb >= 0.19 warns about at every run ("has no effect")
+        logger._wandb_init.pop("anonymous", None)
+        loggers.append(logger)
     if cfg.csv is not None:
         loggers.append(CSVLogger(save_dir=output_dir, name=cfg.csv.name, version=""))
     if cfg.tensorboard is not None:
