@@ -65,6 +65,11 @@ def unknown_key(key: str) -> str:
     if not parent:
         siblings += list(groups)
     guess = close(leaf, siblings)
+    elsewhere = sorted(k for k in keys if k.rpartition(".")[2] == leaf and k.count(".") == 1
+                       and k.split(".")[0] != parent)
+    if parent and parent.count(".") == 0 and elsewhere and not (guess and guess[0] == leaf):
+        # a key of another group (data.lr, trainer.lr): name the group that has it
+        return f"unknown config key '{key}'; {leaf} is a key of {elsewhere[0].split('.')[0]}: did you mean {elsewhere[0]}?"
     if guess:
         full = f"{parent}.{guess[0]}" if parent else guess[0]
         return f"unknown config key '{key}'; did you mean {full}?"

@@ -56,11 +56,35 @@ def _images_under(folder: str, visited: set) -> List[str]:
     return files
 
 
+def _too_low_hint(root: str) -> str:
+    """For a folder of images with no subfolders: a class folder given as data.root, one level too low."""
+    try:
+        images = [f for f in os.listdir(root) if f.lower().endswith(IMG_EXTENSIONS)]
+    except OSError:
+        return ""
+    if not images:
+        return ""
+    parent = os.path.dirname(os.path.abspath(root))
+
+    def has_images(name: str) -> bool:
+        try:
+            return any(f.lower().endswith(IMG_EXTENSIONS) for f in os.listdir(os.path.join(parent, name)))
+        except OSError:
+            return False
+
+    siblings = _class_dirs(parent)
+    if len(siblings) >= 2 and all(has_images(name) for name in siblings[:50]):
+        return (f"; it holds {len(images)} images itself and looks one level too low: data.root={parent} has "
+                f"{len(siblings)} subfolders ({', '.join(siblings[:4])}{', ...' if len(siblings) > 4 else ''})")
+    return f"; it holds {len(images)} images itself: put each class's images in a subfolder named after the class"
+
+
 def scan_class_folders(root: str, class_names: Optional[List[str]] = None) -> Tuple[FileSource, List[str]]:
     """List every image under root/<class>/, refusing empty classes, non-image files and fewer than 2 classes."""
     names = class_names or _class_dirs(root)
     if not names:
-        raise DataError(f"data.root: {root} has no class subfolders (expected {root}/<class>/<image>)")
+        raise DataError(f"data.root: {root} has no class subfolders (expected {root}/<class>/<image>)"
+                        f"{_too_low_hint(root)}")
     if len(names) < 2:
         only = os.path.join(root, names[0])
         inner = _class_dirs(only)
