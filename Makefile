@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test install data slurm clean-logs
+.PHONY: train test install data slurm docs clean-logs
 
 install: $(STAMP)
 
@@ -30,11 +30,17 @@ slurm:
 train: install data
 	$(PY) train.py $(ARGS)
 
-# lint (ruff), the layers and no import circles (import-linter; both configured in pyproject.toml), then the suite
+# lint (ruff), the layers and no import circles (import-linter; both configured in pyproject.toml), the docs site
+# (a broken link, page or anchor fails), then the suite
 test: install data slurm
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the docs site at http://127.0.0.1:8000, rebuilt on every change
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean-logs:
 	rm -rf logs

@@ -27,7 +27,7 @@ OVERRIDES = [
     "backbone=efficientnet_lite0", "data=fashion_mnist", "strategy=linear_probe", "data.augment=none",
     "logger=none", "callbacks.rich_progress_bar.enabled=false", "callbacks.early_stopping.enabled=false",
     "callbacks.confusion_matrix.enabled=false",
-    # the workload the README quotes (the default job's data settings when it was measured)
+    # the workload docs/speed.md quotes (the default job's data settings when it was measured)
     "data.image_size=96", "data.eval_per_class=30", "strategy.lr=1e-3", "trainer.channels_last=false",
 ]
 

@@ -4,7 +4,7 @@ pictures, test on the best checkpoint) and through a plain PyTorch loop (train,
 validate and checkpoint each epoch, test the best weights), in one invocation.
 Prints both wall times, each repeat's ratio and the ratio of the medians; target: harness <= 1.03x.
 
-The workload is the default job as it was when the README's numbers were measured
+The workload is the default job as it was when the numbers of docs/speed.md were measured
 (EfficientNet-Lite0 with its embedded weights, Fashion-MNIST, 20 labels per class, 96 px,
 30 val/test images per class, batch 16, one lr of 1e-4, BatchNorm in train mode, NCHW), pinned
 below so both loops do the same work, with early stopping off, so both run the same epochs.

@@ -1,3 +1,5 @@
+"""Backbones: the registry, cache paths of torchvision and Hugging Face weights written by the tests, tl-prefetch, in_chans."""
+
 import os
 import time
 

@@ -1,3 +1,5 @@
+"""Datamodules: the batch shape, the backbone's preprocessing on every split, splits, budgets, duplicates, modality mismatch."""
+
 import os
 
 import pytest

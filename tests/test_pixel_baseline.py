@@ -1,3 +1,5 @@
+"""The pixel / TF-IDF baseline: the same split fingerprint as a training run, and its bad arguments."""
+
 import json
 
 import pytest

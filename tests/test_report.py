@@ -1,3 +1,5 @@
+"""scripts/report.py: tables over seeds, negative transfer against scratch, --by config keys, the tradeoff plot."""
+
 import json
 
 import pytest

@@ -1,3 +1,5 @@
+"""Strategies as units: layer decay, phases, warmup, BatchNorm modes, schedules, L2-SP / EWC penalties, Fisher."""
+
 import math
 
 import pytest

@@ -34,7 +34,7 @@ def assert_quiet(output: str, run_dir) -> list:
                   "anonymous setting", "srun", "LeafSpec", "Error 1"):
         assert noise not in output, (noise, output)
     assert "test accuracy" in output and f"run dir        {run_dir}" in output, output
-    assert "modules in eval mode on purpose (strategy=finetune: strategy.bn=freeze_stats" in output, output
+    assert "modules in eval mode on purpose (strategy=finetune strategy.bn=freeze_stats: " in output, output
     return [line for line in lines if not re.match(r"(epoch \d+/\d+|test ) ", line)]
 
 

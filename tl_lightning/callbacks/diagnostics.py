@@ -1,4 +1,4 @@
-"""Watching a run for signs that transfer is going wrong (README, Diagnostics), each a warning line once and an
+"""Watching a run for signs that transfer is going wrong (docs/diagnostics.md), each a warning line once and an
 entry of ``diagnostics`` in summary.json:
 
 - ``callbacks.collapse``: the predictions collapse onto a few classes. Every validation epoch logs ``val/pred_tv``

@@ -28,10 +28,10 @@ class ParameterSummary(L.Callback):
             strategy = getattr(getattr(pl_module, "strategy", None), "cfg", None)
             bn = strategy.get("bn") if strategy is not None else None
             norms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in in_eval)
+            name = f"strategy={strategy.name}" if strategy is not None and "name" in strategy else "the strategy"
             if bn in ("freeze_stats", "freeze"):
-                why = f"strategy.bn={bn}: {norms} BatchNorm layers keep their running statistics"
+                why = f"{name} strategy.bn={bn}: {norms} BatchNorm layers keep their running statistics"
             else:
-                why = "the frozen layers run as they were trained"
-            name = f"strategy={strategy.name}: " if strategy is not None and "name" in strategy else ""
-            line += f"; {len(in_eval)} modules in eval mode on purpose ({name}{why})"
+                why = f"{name}: the frozen layers run as they were trained"
+            line += f"; {len(in_eval)} modules in eval mode on purpose ({why})"
         log.info(line)

@@ -1,4 +1,4 @@
-"""``callbacks.saliency``: what the model looks at, once fit ends (README, Diagnostics).
+"""``callbacks.saliency``: what the model looks at, once fit ends (docs/diagnostics.md).
 
 Grad-CAM (Selvaraju et al. 2017) through captum's ``LayerGradCam``: the gradient of the predicted class's logit
 with respect to the backbone's last spatial feature map, averaged per channel, weights that map's channels; the

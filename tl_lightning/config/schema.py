@@ -39,10 +39,10 @@ def in_config_store(group: str, name: str):
 class BackboneConf:
     kind: str = MISSING  # a backbone registry kind: torchvision | timm | efficientnet_lite0 | hf | minilm | checkpoint
     name: str = MISSING  # architecture name inside that kind
-    pretrained: bool = True
+    pretrained: bool = True  # start from the published weights (false: random initialisation)
     weights: Optional[str] = None  # a state-dict file to load instead of the published weights
     path: Optional[str] = None  # kind=checkpoint: a checkpoint of this harness (<run dir>/checkpoints/best.ckpt)
-    head_dropout: float = 0.0
+    head_dropout: float = 0.0  # dropout before the new classification head
     in_chans: Optional[int] = None  # image channels the model takes (1: grayscale); null: the model's own (3)
     # text backbones (kind=hf|minilm) only:
     max_length: Optional[int] = None  # tokens per text (special tokens included); null: min(128, the model's limit)
@@ -656,7 +656,7 @@ class WandbConf:
     entity: Optional[str] = None
     name: Optional[str] = None
     group: Optional[str] = None  # default: the sweep's name in a multirun
-    tags: List[str] = field(default_factory=list)
+    tags: List[str] = field(default_factory=list)  # W&B tags of the run
     offline: bool = True  # WANDB_MODE=online also turns it online
     log_model: bool = False
     job_type: str = "train"
@@ -845,9 +845,9 @@ class TrainConf:
     logger: LoggerConf = field(default_factory=LoggerConf)
     callbacks: CallbacksConf = field(default_factory=CallbacksConf)
     paths: PathsConf = field(default_factory=PathsConf)
-    task_name: str = "train"
-    seed: int = 0
-    optimized_metric: str = "val/acc"
+    task_name: str = "train"  # names the run dir's parent (logs/<task_name>/runs/...)
+    seed: int = 0  # the run's seed: initialisation, batch order, augmentation and (through data.seed) the split
+    optimized_metric: str = "val/acc"  # what selects the best checkpoint and what sweepers optimise: any logged metric
     test: bool = True  # test the best checkpoint after fit
     tags: List[str] = field(default_factory=list)
     resume: Optional[str] = None  # null | auto (<run dir>/checkpoints/last.ckpt if present) | a .ckpt path

@@ -120,7 +120,7 @@ def quantize_dynamic_int8(fp32_path: str, int8_path: str) -> None:
         try:
             quant_pre_process(fp32_path, prepared)  # shape inference and graph clean-up, as onnxruntime advises
             # per-channel uint8 weights: on the default Lite0 checkpoint per-tensor int8 weights lost 4.9 points of
-            # test accuracy, per-channel int8 1.9, per-channel uint8 0.3 (README, Deployment)
+            # test accuracy, per-channel int8 1.9, per-channel uint8 0.3 (docs/deploy.md)
             quantize_dynamic(prepared, int8_path, per_channel=True, weight_type=QuantType.QUInt8)
         finally:
             if os.path.exists(prepared):

@@ -1,1 +1,1 @@
-"""Diagnostics before training: transferability ranking of backbones and the domain gap (README, Diagnostics)."""
+"""Diagnostics before training: transferability ranking of backbones and the domain gap (docs/diagnostics.md)."""

@@ -10,7 +10,7 @@
 - **Proxy A-distance** (Ben-David et al. 2007): a logistic-regression domain classifier's cross-validated
   accuracy a, PAD = 2 (1 - 2 (1 - a)), clipped at 0 (0: indistinguishable, 2: perfectly separable).
 
-Verdict (README, Diagnostics): **close** when the permutation test does not separate the two (p > 0.05) or the
+Verdict (docs/diagnostics.md): **close** when the permutation test does not separate the two (p > 0.05) or the
 domain classifier is near chance (accuracy < 0.6); **far** when the domain classifier separates them almost
 perfectly (accuracy >= 0.95); **moderate** otherwise.
 """

@@ -126,7 +126,7 @@ class StageMetrics(nn.Module):
         return out
 
     def diagnostics(self) -> dict:
-        """How far the predictions are from the labels' prior, and calibration (README, Diagnostics):
+        """How far the predictions are from the labels' prior, and calibration (docs/diagnostics.md):
         ``pred_tv``, the total-variation distance between the predicted-class histogram and the label histogram
         (0: predicted as often as they occur; 1 - 1/C: one class predicted for everything), ``top_class_share``, the
         most predicted class's share of the predictions, and ``ece``."""
