@@ -84,12 +84,37 @@ def _expected_location(name: str) -> str:
     return os.path.join(HF_HUB_CACHE, "models--" + name.replace("/", "--"))
 
 
+CODE_FILES = ("config.json", "tokenizer_config.json")  # where a model folder can ask transformers to run its code
+
+
+def refuse_remote_code(folder: str, label: str) -> None:
+    """A model folder whose config names classes of its own (``auto_map``: Python files shipped with the model)
+    is refused before transformers reads it: loading it would mean running that code."""
+    import json
+
+    for name in CODE_FILES:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as fh:
+                content = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"{label}: {path} is not a readable JSON file ({type(exc).__name__})") from None
+        if isinstance(content, dict) and content.get("auto_map"):
+            where = "" if label == folder else f"{label}: "
+            raise WeightsError(f"{where}{path} names code of its own (auto_map: {', '.join(content['auto_map'])}); "
+                               "the harness never runs code from a model folder: use a model that transformers "
+                               "implements itself")
+
+
 def _load(folder_or_name: str, pretrained: bool, offline: bool):
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # "some weights were not used" lists for a pooler we do not use
-    kwargs = {"local_files_only": offline}
+    # trust_remote_code=False: transformers refuses (never prompts for) a model that needs its own code
+    kwargs = {"local_files_only": offline, "trust_remote_code": False}
     config = AutoConfig.from_pretrained(folder_or_name, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(folder_or_name, **kwargs)
     # BERT-style models carry a pooler (dense + tanh over [CLS]) that this backbone does not use
@@ -100,8 +125,15 @@ def _load(folder_or_name: str, pretrained: bool, offline: bool):
 
 
 def _build(cfg, folder_or_name: str, label: str, pretrained: bool, offline: bool) -> Backbone:
+    import pickle
+
+    if os.path.isdir(folder_or_name):
+        refuse_remote_code(folder_or_name, label)
     try:
         model, tokenizer, config = _load(folder_or_name, pretrained, offline)
+    except pickle.UnpicklingError:  # torch's weights_only load of a pytorch_model.bin holding more than tensors
+        raise WeightsError(f"{label}: the weights in {folder_or_name} are not plain tensors (a pickle that could run "
+                           "code); refused. Use safetensors weights (model.safetensors)") from None
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{label}: cannot load {folder_or_name} ({str(exc).strip().splitlines()[0][:160]})") from None
     limit = getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 512)
@@ -130,6 +162,8 @@ def build_hf(cfg, choice: str, pretrained: bool, image_size: Optional[int] = Non
     if folder is None:
         require_download(HF_URL, _expected_location(name), f"Hugging Face model {name}",
                          choice or f"backbone=hf backbone.name={name}")
+    if folder is not None and folder != name:
+        refuse_remote_code(folder, name)  # a cached Hub snapshot is a folder too
     return _build(cfg, name, name, pretrained, offline=folder is not None)  # cached: never touch the network
 
 
