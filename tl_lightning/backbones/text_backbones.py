@@ -127,8 +127,9 @@ def _load(folder_or_name: str, pretrained: bool, offline: bool):
 def _build(cfg, folder_or_name: str, label: str, pretrained: bool, offline: bool) -> Backbone:
     import pickle
 
-    if os.path.isdir(folder_or_name):
-        refuse_remote_code(folder_or_name, label)
+    folder = _cached_hf_folder(folder_or_name)  # a local folder, or the cached snapshot of a Hub id
+    if folder is not None:
+        refuse_remote_code(folder, label)
     try:
         model, tokenizer, config = _load(folder_or_name, pretrained, offline)
     except pickle.UnpicklingError:  # torch's weights_only load of a pytorch_model.bin holding more than tensors
@@ -162,8 +163,6 @@ def build_hf(cfg, choice: str, pretrained: bool, image_size: Optional[int] = Non
     if folder is None:
         require_download(HF_URL, _expected_location(name), f"Hugging Face model {name}",
                          choice or f"backbone=hf backbone.name={name}")
-    if folder is not None and folder != name:
-        refuse_remote_code(folder, name)  # a cached Hub snapshot is a folder too
     return _build(cfg, name, name, pretrained, offline=folder is not None)  # cached: never touch the network
 
 

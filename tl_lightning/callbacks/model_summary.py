@@ -18,11 +18,9 @@ class ParameterSummary(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        params = list(pl_module.parameters())
-        total = sum(p.numel() for p in params)
-        trainable = sum(p.numel() for p in params if p.requires_grad)
-        line = (f"model: {millions(total)} parameters, {millions(trainable)} trainable, "
-                f"{millions(total - trainable)} frozen")
+        counts = pl_module.parameter_counts()  # what summary.json records
+        line = (f"model: {millions(counts['trainable'] + counts['frozen'])} parameters, "
+                f"{millions(counts['trainable'])} trainable, {millions(counts['frozen'])} frozen")
         in_eval = [m for m in pl_module.modules() if not m.training]
         if in_eval:
             strategy = getattr(getattr(pl_module, "strategy", None), "cfg", None)

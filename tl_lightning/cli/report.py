@@ -145,6 +145,16 @@ def markdown(table, metrics, by=()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(fig, ax, path: Path, legend_size=None) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot(table, metric: str, path: Path) -> None:
     import matplotlib
 
@@ -170,11 +180,7 @@ def plot(table, metric: str, path: Path) -> None:
     ax.set_ylabel(f"{metric} (%)")
     title = {(r["backbone"], r["dataset"]) for r in table if r["backbone"] not in BASELINE_BACKBONES}
     ax.set_title(", ".join(f"{b} on {d}" for b, d in sorted(title)))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def plot_tradeoff(table, x_metric: str, y_metric: str, path: Path) -> None:
@@ -196,11 +202,7 @@ def plot_tradeoff(table, x_metric: str, y_metric: str, path: Path) -> None:
     ax.set_ylabel(f"{y_metric} (points)" if "forgetting" in y_metric else f"{y_metric} (%)")
     title = {(r["backbone"], r["dataset"], r["samples_per_class"]) for r in table}
     ax.set_title(", ".join(f"{b} on {d}, {n} labels/class" for b, d, n in sorted(title, key=str)), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, ax, path, legend_size=8)
 
 
 def main(argv=None) -> int:

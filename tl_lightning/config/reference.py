@@ -56,6 +56,11 @@ def type_text(kind) -> str:
     return text
 
 
+def yaml_text(value) -> str:
+    """A value as it is written on the command line or in an option file (``null``, ``[a, b]``, ``0.1``)."""
+    return OmegaConf.to_yaml(OmegaConf.create({"v": value})).strip()[3:].replace("\n", " ") or "null"
+
+
 def default_text(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
         value = f.default
@@ -67,8 +72,7 @@ def default_text(f: dataclasses.Field) -> str:
         return "(required)"
     if value is MISSING or value == "???":
         return "(set by the option)"
-    return f"`{OmegaConf.to_yaml(OmegaConf.create({'v': value})).strip()[3:] or 'null'}`" if value is not None \
-        else "`null`"
+    return f"`{yaml_text(value)}`"
 
 
 def cell(text: str) -> str:
@@ -87,13 +91,14 @@ def own_fields(cls) -> List[dataclasses.Field]:
     return out
 
 
-def schema_table(cls, prefix: str, nested: List[Tuple[str, type]]) -> List[str]:
+def schema_table(cls, prefix: str, nested: List[Tuple[str, type]], fields=None) -> List[str]:
+    """The table of ``fields`` (default: the ones ``cls`` adds or changes); dataclass fields go to ``nested``."""
     comments = {}
     for klass in reversed(cls.__mro__):
         if dataclasses.is_dataclass(klass):
             comments.update(field_comments(klass))
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for f in own_fields(cls):
+    for f in own_fields(cls) if fields is None else fields:
         kind = f.type
         inner = [a for a in typing.get_args(kind) if dataclasses.is_dataclass(a)] or \
             ([kind] if dataclasses.is_dataclass(kind) else [])
@@ -139,8 +144,7 @@ def _flatten(value, prefix: str = "") -> List[Tuple[str, str]]:
         for k, v in value.items():
             out += _flatten(v, f"{prefix}{k}.")
         return out
-    text = OmegaConf.to_yaml(OmegaConf.create({"v": value})).strip()[3:].replace("\n", " ") or "null"
-    return [(prefix.rstrip("."), text)]
+    return [(prefix.rstrip("."), yaml_text(value))]
 
 
 def schemas_of(group: str) -> List[type]:
@@ -164,10 +168,7 @@ def render() -> str:
     fields = {f.name: f for f in dataclasses.fields(schema.TrainConf)}
     out += ["## Top level", ""]
     top = [f for f in dataclasses.fields(schema.TrainConf) if f.name not in SECTIONS]
-    comments = field_comments(schema.TrainConf)
-    out += ["| key | type | default | meaning |", "|---|---|---|---|"]
-    out += [f"| `{f.name}` | {cell(type_text(f.type))} | {cell(default_text(f))} | {cell(comments.get(f.name, ''))} |"
-            for f in top] + [""]
+    out += schema_table(schema.TrainConf, "", [], top) + [""]
     options = group_options()
     for name in SECTIONS:
         out += [f"## `{name}`", ""]
