@@ -215,7 +215,8 @@ def test_a_perturbed_onnx_file_fails_the_parity_check(image_run, tmp_path, monke
     with pytest.raises(VerificationError, match=r"does not match PyTorch \(max \|logit diff\| 1\.00e-03"):
         export_module.export(load(str(ckpt)), export_cfg(ckpt, tmp_path))
     assert not (tmp_path / "model.onnx").exists() and (tmp_path / "model.onnx.unverified").exists()
-    assert json.loads((tmp_path / "export.json").read_text())["passed"] is False
+    assert json.loads((tmp_path / "export.unverified.json").read_text())["passed"] is False
+    assert not (tmp_path / "export.json").exists()  # export.json describes a verified model only
     assert VerificationError.exit_code == 1
 
 

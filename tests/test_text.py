@@ -376,7 +376,8 @@ def test_text_checkpoint_evaluates_predicts_a_csv_and_exports_with_its_tokenizer
     predict(model, str(texts), str(out), text_column="body", progress=False)
     rows = list(csv.DictReader(out.open()))
     assert [r["input"] for r in rows] == [f"{texts}:2", f"{texts}:3", f"{texts}:4"]
-    assert all(r["predicted"] in model.class_names and r["error"] == "" for r in rows)
+    assert [r["error"] for r in rows] == ["", "DataError: the text is empty", ""]  # listed, not predicted
+    assert all(r["predicted"] in model.class_names for r in (rows[0], rows[2])) and rows[1]["predicted"] == ""
 
     cfg = tool_config("export", [f"ckpt_path={ckpt}", f"output={tmp_path / 'text.onnx'}", "verify_samples=4",
                                  "verify_batch_sizes=[1,4]", cache], tmp_path)

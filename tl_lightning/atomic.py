@@ -73,6 +73,31 @@ def remove_stale_temporaries(folder: str) -> None:
         os.unlink(path)
 
 
+def remove_dead_temporaries(folder: str, name: str) -> None:
+    """Delete the temporaries of ``name`` (``.<name>.tmp-<pid>...``) left by processes that no longer exist (a
+    folder shared with other commands: a live process's temporary is its write in progress)."""
+    for path in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}{TMP_MARK}*")):
+        pid = os.path.basename(path).split(TMP_MARK, 1)[1].split(".", 1)[0].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by an interrupted write", path)
+            if os.path.isdir(path):
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with atomic saves in the checkpoint's own folder (Lightning's default writes
     through a temporary file in /tmp and moves it, which is not atomic across filesystems), and loads that

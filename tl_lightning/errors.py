@@ -22,6 +22,10 @@ class DataError(TLError):
     """The dataset cannot be used as configured (missing root, bad file, bad labels)."""
 
 
+class RunDirInUse(ConfigError):
+    """Another process holds the run dir's lock: nothing may be written there, not even this failure's record."""
+
+
 class WeightsError(TLError):
     """Pretrained weights are missing, unreachable, or do not fit the architecture."""
 

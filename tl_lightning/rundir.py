@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from tl_lightning.context import RunLayout
-from tl_lightning.errors import ConfigError, WeightsError
+from tl_lightning.errors import ConfigError, RunDirInUse, WeightsError
 
 LOCK_NAME = ".lock"
 # keys that may differ between a run and its resume=auto continuation: where and how it logs and loads,
@@ -44,6 +44,71 @@ def holds_run(run_dir: str) -> List[str]:
     if os.path.isdir(ckpt_dir) and any(n.endswith(".ckpt") for n in os.listdir(ckpt_dir)):
         marks.append(f"{layout.CHECKPOINTS}/")
     return marks
+
+
+# what train, eval and diagnose write into their run dirs, besides checkpoints: a tool's output is never one of these
+RUN_RECORDS = (RunLayout.SUMMARY, RunLayout.CONFIG, "summary_eval.json", "diagnose.json", "diagnose.md",
+               "failed.json", LOCK_NAME)
+
+
+def run_records(run_dir: str) -> List[str]:
+    """What in ``run_dir`` shows that a run of any tool wrote it: train's marks (``holds_run``), Hydra's
+    ``.hydra/`` and the other tools' summaries."""
+    marks = holds_run(run_dir)
+    for name in (".hydra/", "summary_eval.json", "diagnose.json"):
+        if os.path.exists(os.path.join(run_dir, name)) and name not in marks:
+            marks.append(name)
+    return marks
+
+
+def check_tool_run_dir(run_dir: str, tool: str) -> None:
+    """eval and diagnose keep a run dir of their own: never one that holds another run (its ``.hydra/`` and
+    summaries would be rewritten)."""
+    marks = run_records(run_dir)
+    if marks:
+        raise ConfigError(f"run dir {run_dir} already holds a run ({', '.join(marks)}); {tool} would rewrite its "
+                          "files: leave hydra.run.dir unset (a new dir under paths.log_dir) or choose a new one")
+
+
+def check_output(output: str, key: str, inputs: Dict[str, str]) -> None:
+    """A tool's output file is never one of its inputs (``inputs``: what -> path) nor a file of a run (a
+    checkpoint, a summary, ``.hydra/``): one line naming what it would destroy."""
+    if os.path.isdir(output):
+        raise ConfigError(f"{key}: {output} is a folder; give a file path (e.g. {os.path.join(output, '...')})")
+    target = os.path.realpath(output)
+    for what, path in inputs.items():
+        if path and os.path.exists(path) and os.path.realpath(path) == target:
+            raise ConfigError(f"{key}={output} is {what}, which this command reads; write to another file")
+    folder, name = os.path.split(target)
+    inside = os.path.basename(folder) in (".hydra", RunLayout.CHECKPOINTS) and run_records(os.path.dirname(folder))
+    if inside or (os.path.exists(target) and (name.endswith(".ckpt") or (name in RUN_RECORDS and run_records(folder)))):
+        raise ConfigError(f"{key}={output} is a file of the run in {RunLayout.of_checkpoint(target)}; a tool never "
+                          "overwrites a run's files: write to another file")
+
+
+def check_sweep_reuse(sweep_dir: str, overrides, resumes: bool) -> None:
+    """A sweep dir whose job dirs hold runs is continued only with ``resume=auto`` (the Slurm launcher adds it to
+    every job): a new sweep there would train over the finished jobs."""
+    if resumes or "resume=auto" in overrides:
+        return
+    held = sorted(name for name in os.listdir(sweep_dir)
+                  if os.path.isdir(os.path.join(sweep_dir, name)) and holds_run(os.path.join(sweep_dir, name)))
+    if held:
+        shown = ", ".join(f"{n}/" for n in held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise ConfigError(f"sweep dir {sweep_dir} already holds the runs of a sweep ({shown}); choose a new "
+                          "hydra.sweep.dir, or add resume=auto to continue them")
+
+
+def check_resume_path(resume: Optional[str], run_dir: str) -> None:
+    """``resume=<path>`` continues the run that wrote the checkpoint, in that run's own dir: from another dir it
+    would train nothing new there and report the other run's checkpoints as its own."""
+    if not resume or resume == "auto" or not os.path.isfile(resume):
+        return
+    owner = RunLayout.of_checkpoint(resume)
+    if os.path.realpath(owner) != os.path.realpath(run_dir):
+        raise ConfigError(f"resume={resume} is a checkpoint of the run in {owner}, not of this run dir ({run_dir}); "
+                          f"to continue that run: hydra.run.dir={owner} resume=auto; to start a new run from its "
+                          f"weights: backbone=checkpoint backbone.path={resume}")
 
 
 def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
@@ -146,7 +211,7 @@ def lock_run_dir(run_dir: str) -> None:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
         if exc.errno in (errno.EAGAIN, errno.EACCES):
-            raise ConfigError(f"run dir {run_dir} is in use by {holder}; wait for it to end or choose another "
+            raise RunDirInUse(f"run dir {run_dir} is in use by {holder}; wait for it to end or choose another "
                               "hydra.run.dir") from None
         raise
     os.ftruncate(fd, 0)

@@ -125,9 +125,14 @@ def build_torchvision(cfg, choice: str, pretrained: bool, image_size: Optional[i
         if not os.path.isfile(cached):
             require_download(weights.url, cached, f"torchvision {name}", choice)
         try:
-            state = weights.get_state_dict(progress=False)
+            # weights_only: torch.hub's loader unpickles anything by default, and the cache is a file anyone may replace
+            state = weights.get_state_dict(progress=False, weights_only=True)
         except Exception as exc:
-            raise WeightsError(f"cannot load torchvision weights for {name} from {cached}: {str(exc).splitlines()[0]}") from None
+            import pickle
+
+            reason = ("it holds Python objects besides tensors (a pickle that could run code); delete it and fetch it "
+                      "again (tl-prefetch)" if isinstance(exc, pickle.UnpicklingError) else str(exc).splitlines()[0])
+            raise WeightsError(f"cannot load torchvision weights for {name} from {cached}: {reason}") from None
         load_into(model, state, cached, name)
     if family.after_load:
         family.after_load(model)

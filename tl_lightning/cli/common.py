@@ -103,8 +103,14 @@ class CheckToolConfig(Callback):
 
         try:
             config, run_dir = registered_copy(config)
+            keeps_run_dir = config.hydra.output_subdir is not None  # eval, diagnose: a run dir of their own
             asked = task_config(config, run_dir, validate=False)
-            tool_check(asked.task_name)(asked)
+            task_name = asked.task_name
+            tool_check(task_name)(asked)
+            if keeps_run_dir:  # never another run's
+                from tl_lightning.rundir import check_tool_run_dir
+
+                check_tool_run_dir(run_dir, task_name)
         except TLError as exc:  # Hydra turns a callback's exception into a warning and goes on: stop here
             if tracebacks_wanted():
                 import traceback

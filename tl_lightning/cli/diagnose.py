@@ -23,6 +23,7 @@ def check(cfg: DictConfig) -> DictConfig:
     from omegaconf import OmegaConf
 
     from tl_lightning.config import schema
+    from tl_lightning.config.checks import run_checks
     from tl_lightning.config.validate import check_choice, check_positive, merge_into_schema, validate_data
     from tl_lightning.errors import ConfigError
 
@@ -34,8 +35,12 @@ def check(cfg: DictConfig) -> DictConfig:
     check_choice(merged.split, schema.FEATURE_SPLITS, "split")
     check_choice(merged.reference.kind, schema.REFERENCE_KINDS, "reference.kind")
     check_choice(merged.reference.split, schema.FEATURE_SPLITS, "reference.split")
+    run_checks(merged.paths)
     for key in ("max_samples", "permutations", "batch_size"):
         check_positive(merged[key], key, allow_none=False)
+    if merged.command == "gap" and merged.max_samples < schema.GAP_MIN_SAMPLES:
+        raise ConfigError(f"max_samples={merged.max_samples}: gap needs at least {schema.GAP_MIN_SAMPLES} samples a "
+                          "side (its domain classifier is cross-validated 5-fold); the default is 1000")
     if merged.command == "gap" and merged.reference.kind == "source" and merged.backbone.kind != "checkpoint":
         raise ConfigError("reference.kind=source needs backbone=checkpoint backbone.path=<a harness checkpoint that "
                           "records its data config>")

@@ -22,6 +22,10 @@ def check(cfg: DictConfig) -> DictConfig:
     check_choice(cfg.quantize, (None, "dynamic"), "quantize")
     if cfg.quantize and cfg.format != "onnx":
         raise ConfigError(f"quantize={cfg.quantize} is for format=onnx (onnxruntime's quantiser), not {cfg.format}")
+    if cfg.output:
+        from tl_lightning.rundir import check_output
+
+        check_output(cfg.output, "output", {"the checkpoint": cfg.ckpt_path})
     check_positive(cfg.verify_samples, "verify_samples", allow_none=False)
     if not cfg.verify_batch_sizes or min(cfg.verify_batch_sizes) < 1:
         raise ConfigError(f"config key 'verify_batch_sizes': a list of batch sizes >= 1, got {list(cfg.verify_batch_sizes)}")

@@ -22,6 +22,9 @@ def check(cfg: DictConfig) -> DictConfig:
     cfg = validate_tool_config(cfg, PredictConf)
     for key in ("top_k", "batch_size"):
         check_positive(cfg[key], key, allow_none=False)
+    from tl_lightning.rundir import check_output
+
+    check_output(cfg.output, "output", {"the checkpoint": cfg.ckpt_path, "the input": cfg.input})
     if not (os.path.exists(cfg.input) or glob.has_magic(cfg.input)):
         raise ConfigError(f"input: no such file or folder: {cfg.input} (a folder, a file, a glob such as "
                           "'imgs/*.png', or a .csv/.tsv/.jsonl of texts)")

@@ -68,7 +68,7 @@ class CheckBeforeWriting(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from tl_lightning.compose import task_config
-        from tl_lightning.rundir import check_reuse, launched_rank, lock_run_dir, make_run_dir
+        from tl_lightning.rundir import check_resume_path, check_reuse, launched_rank, lock_run_dir, make_run_dir
 
         try:
             registered, run_dir = registered_copy(config)
@@ -76,6 +76,7 @@ class CheckBeforeWriting(Callback):
             with read_write(asked), open_dict(asked):
                 del asked["hydra"]
             task_config(registered, run_dir)
+            check_resume_path(asked.get("resume"), run_dir)
             if launched_rank() > 0:  # a DDP child or a further Slurm task: rank 0 owns and has locked the dir
                 return
             if check_reuse(run_dir, asked):
@@ -88,15 +89,20 @@ class CheckBeforeWriting(Callback):
 
 
 class CheckSweep(Callback):
-    """Before a multirun starts: the sweep dir can be created, and every interval of the search space (Optuna's
+    """Before a multirun starts: the sweep dir can be created and is this sweep's alone (locked; its jobs' dirs
+    hold no runs unless ``resume=auto`` continues them), and every interval of the search space (Optuna's
     ``hydra.sweeper.params`` and sweeps on the command line) has low < high, and low > 0 on a log scale."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from tl_lightning.rundir import make_run_dir
+        from tl_lightning.rundir import check_sweep_reuse, lock_run_dir, make_run_dir
 
         try:
             check_search_space(config)
-            make_run_dir(os.path.abspath(config.hydra.sweep.dir), "sweep dir")
+            sweep_dir = os.path.abspath(config.hydra.sweep.dir)
+            make_run_dir(sweep_dir, "sweep dir")
+            lock_run_dir(sweep_dir)  # a second sweep into this dir would rewrite its jobs' .hydra/ and failed.json
+            check_sweep_reuse(sweep_dir, config.hydra.overrides.task,
+                              "tl_lightning_launcher" in str(OmegaConf.select(config, "hydra.launcher._target_") or ""))
         except TLError as exc:
             _stop_in_callback(exc)
 
@@ -144,7 +150,9 @@ def task(cfg: DictConfig) -> Optional[float]:
             raise
         if not multirun:
             exit_with(str(exc), exc.exit_code)
-        _record_failure(str(exc))
+        from tl_lightning.errors import RunDirInUse
+
+        _record_failure(str(exc), in_its_dir=not isinstance(exc, RunDirInUse))  # a dir in use is another job's
     except Exception as exc:
         if not multirun:
             raise
@@ -153,11 +161,13 @@ def task(cfg: DictConfig) -> Optional[float]:
     return None  # sweepers record a failed job (Optuna: a FAIL trial)
 
 
-def _record_failure(message: str) -> None:
+def _record_failure(message: str, in_its_dir: bool = True) -> None:
     hydra_cfg = HydraConfig.get()
     job = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
     print(f"error: {job}: {message}", file=sys.stderr, flush=True)
     FAILED_JOBS.append(f"{job}: {message}")
+    if not in_its_dir:
+        return
     with open(os.path.join(hydra_cfg.runtime.output_dir, "failed.json"), "w") as fh:
         json.dump({"error": message, "overrides": list(hydra_cfg.overrides.task)}, fh, indent=2)
 
@@ -187,11 +197,12 @@ def resume_command() -> str:
 
 
 def _run_task(cfg: DictConfig) -> Optional[float]:
-    from tl_lightning.rundir import launched_rank, lock_run_dir
+    from tl_lightning.rundir import check_resume_path, launched_rank, lock_run_dir
 
     cfg = validate_config(cfg)
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
+    check_resume_path(cfg.resume, output_dir)
     group = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
         group = Path(hydra_cfg.sweep.dir).name

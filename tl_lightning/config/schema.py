@@ -832,6 +832,20 @@ class PathsConf:
     output_dir: str = "${hydra:runtime.output_dir}"
     cache_dir: str = "${paths.root_dir}/.cache"  # cached features
 
+    @classmethod
+    def check(cls, paths, root=None) -> None:
+        """A folder the run writes into (or creates) that is a file: one line now, not after the model loaded."""
+        for key in ("data_dir", "log_dir", "cache_dir"):
+            path = paths.get(key)
+            if not path:
+                continue
+            found = os.path.abspath(path)
+            while found and not os.path.exists(found) and os.path.dirname(found) != found:
+                found = os.path.dirname(found)  # the nearest part of the path that exists
+            if os.path.exists(found) and not os.path.isdir(found):
+                raise ConfigError(f"paths.{key}={path}: {found} is a file, not a folder; give a folder (or leave "
+                                  f"paths.{key} unset)")
+
 
 @dataclass
 class TrainConf:
@@ -938,6 +952,7 @@ class DiagnoseConf:
 
 
 DIAGNOSE_COMMANDS = ("rank", "gap")
+GAP_MIN_SAMPLES = 10  # a side, for the gap's tests (5-fold domain classifier, covariances)
 REFERENCE_KINDS = ("data", "source", "halves")
 FEATURE_SPLITS = ("train", "val", "test")
 EXPORT_FORMATS = ("onnx", "torchscript")

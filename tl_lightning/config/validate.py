@@ -78,6 +78,16 @@ def validate_data(node) -> DictConfig:
     return merged
 
 
+def validate_recorded_data(node, ckpt_path: str) -> DictConfig:
+    """``validate_data`` of the data config a checkpoint records: a mistake in it says that it came from the
+    checkpoint (another version of the harness wrote it, or it was edited), not from the command line."""
+    try:
+        return validate_data(node)
+    except ConfigError as exc:
+        raise ConfigError(f"{ckpt_path} records a data config this version cannot use ({exc}); it was written by "
+                          "another version of tl-lightning or edited: choose the data with data=<option>") from None
+
+
 def validate_tool_config(cfg: DictConfig, schema_type: type) -> DictConfig:
     """An eval/predict/export config merged into its schema and resolved (its ``data``, if any, stays as given:
     ``validate_data`` checks it once the checkpoint's recorded data is known)."""
@@ -86,12 +96,13 @@ def validate_tool_config(cfg: DictConfig, schema_type: type) -> DictConfig:
     check_file(merged.ckpt_path, "ckpt_path", checkpoint=True)
     if "trainer" in merged:
         run_checks(merged.trainer)
+    run_checks(merged.paths)
     return merged
 
 
 def _check_values(cfg: DictConfig) -> None:
     """Each group's own checks (the ``check`` methods of its schema), then what spans groups."""
-    for key in ("backbone", "data", "strategy", "loss", "optimizer", "scheduler", "trainer", "callbacks"):
+    for key in ("backbone", "data", "strategy", "loss", "optimizer", "scheduler", "trainer", "callbacks", "paths"):
         run_checks(cfg[key], cfg)
     _check_modality(cfg)
     _check_resume(cfg)

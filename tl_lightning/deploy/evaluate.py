@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tl_lightning.batch import in_memory_format
 from tl_lightning.callbacks.confusion_matrix import ConfusionMatrixPlot
 from tl_lightning.callbacks.progress import terminal_progress_bar
-from tl_lightning.config.validate import validate_data
+from tl_lightning.config.validate import validate_data, validate_recorded_data
 from tl_lightning.context import DataPaths
 from tl_lightning.data import build_datamodule
 from tl_lightning.data.all_samples import all_samples, all_samples_task
@@ -91,7 +91,11 @@ def eval_data_config(cfg: DictConfig, model: InferenceModel, data_choice: Option
     else:
         if not recorded:
             raise ConfigError(f"ckpt_path: {model.path} records no data config; choose the data with data=<option>")
-        node = OmegaConf.merge(OmegaConf.create(recorded), cfg.data or {})
+        try:
+            return validate_data(OmegaConf.merge(OmegaConf.create(recorded), cfg.data or {}))
+        except ConfigError:
+            validate_recorded_data(recorded, model.path)  # the checkpoint's own config at fault: say so
+            raise
     return validate_data(node)
 
 

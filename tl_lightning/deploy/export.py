@@ -5,15 +5,18 @@ The check runs the exported file (onnxruntime, or torch.jit.load) and the PyTorc
 the checkpoint's test split, at each batch size of ``verify_batch_sizes``: the largest absolute logit difference
 and the share of equal top-1 predictions. An fp32 file that misses ``max_abs_diff`` or ``min_top1_agreement``
 is renamed ``<file>.unverified`` and the export fails (exit 1); an int8 file is compared and its accuracy
-reported, not failed (quantisation changes the logits by design).
+reported, not failed (quantisation changes the logits by design). A re-export replaces the previous files only
+once the new ones are verified (``export``).
 """
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
 import os
 import re
+import shutil
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -21,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tl_lightning.atomic import atomic_write
-from tl_lightning.config.validate import validate_data
+from tl_lightning.atomic import TMP_MARK, atomic_write, remove_dead_temporaries
+from tl_lightning.config.validate import validate_recorded_data
 from tl_lightning.context import DataPaths, RunLayout
 from tl_lightning.data import build_datamodule
 from tl_lightning.errors import ConfigError, DataError, TLError, VerificationError
@@ -169,7 +172,8 @@ def verification_samples(model: InferenceModel, count: int, data_dir: str, cache
     data = (model.config or {}).get("data")
     if data:
         try:
-            datamodule = build_datamodule(validate_data(data), model.preprocessing, DataPaths(data_dir, cache_dir))
+            data_cfg = validate_recorded_data(data, model.path)
+            datamodule = build_datamodule(data_cfg, model.preprocessing, DataPaths(data_dir, cache_dir))
             datamodule.setup("fit")
             test = datamodule.datasets["test"].with_transform(model.preprocessing.transform(train=False))
             take = np.linspace(0, len(test) - 1, num=min(count, len(test))).round().astype(int)
@@ -222,62 +226,132 @@ def default_output(ckpt_path: str, fmt: str) -> str:
     return os.path.join(RunLayout.of_checkpoint(ckpt), "export", os.path.splitext(os.path.basename(ckpt))[0] + SUFFIX[fmt])
 
 
+def _write_check(folder: str) -> None:
+    """A folder the export cannot write into is one line before the model is exported (not an export error)."""
+    from tl_lightning.atomic import write_error
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-check{TMP_MARK}{os.getpid()}")
+        with open(probe, "wb"):
+            pass
+        os.unlink(probe)
+    except OSError as exc:
+        raise write_error(os.path.join(folder, "export.json"), exc) from None
+
+
+def _replace_folder(new: str, old: str) -> None:
+    """Rename the folder ``new`` over ``old`` (the old one stays until the new one is complete)."""
+    if os.path.isdir(old):
+        aside = os.path.join(os.path.dirname(old), f".{os.path.basename(old)}{TMP_MARK}{os.getpid()}-old")
+        os.replace(old, aside)
+        os.replace(new, old)
+        shutil.rmtree(aside)
+    else:
+        os.replace(new, old)
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def export(model: InferenceModel, cfg) -> Dict[str, Any]:
-    """Export, verify, write ``export.json`` next to the file; returns its content."""
+    """Export, verify, write ``export.json`` next to the file; returns its content.
+
+    Everything is written under temporary names in the output folder and verified there; only a verified model
+    is renamed over the previous one (with its int8 copy, tokenizer and report), so a failed check or a kill
+    half-way leaves the previous verified model and its ``export.json`` as they were. A model that fails the
+    check is kept as ``<file>.unverified`` with its report ``export.unverified.json``."""
 
     fmt = cfg.format
     path = os.path.abspath(cfg.output or default_output(cfg.ckpt_path, fmt))
     folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    for stale in (path, path + ".unverified"):
-        if os.path.exists(stale):
-            os.remove(stale)
+    _write_check(folder)
+    for name in (os.path.basename(path), "tokenizer", os.path.basename(path)[: -len(".onnx")] + ".int8.onnx"):
+        remove_dead_temporaries(folder, name)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}{TMP_MARK}{os.getpid()}{SUFFIX[fmt]}")
+    written = [tmp]
+    try:
+        return _export_verified(model, cfg, fmt, path, tmp, written)
+    finally:
+        for leftover in written:
+            if os.path.isdir(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+            elif os.path.exists(leftover):
+                os.remove(leftover)
+
+
+def _export_verified(model: InferenceModel, cfg, fmt: str, path: str, tmp: str, written: List[str]) -> Dict[str, Any]:
+    folder = os.path.dirname(path)
     module, names = exportable(model)
     samples, source = verification_samples(model, cfg.verify_samples, cfg.paths.data_dir, cfg.paths.cache_dir)
     example = collate(model, samples[: max(2, min(len(samples), 4))])["inputs"]
     start = time.time()
     try:
         if fmt == "onnx":
-            export_onnx(module, names, example, path, cfg.opset, getattr(getattr(model.preprocessing, "spec", None),
-                                                                         "max_length", None))
+            export_onnx(module, names, example, tmp, cfg.opset, getattr(getattr(model.preprocessing, "spec", None),
+                                                                        "max_length", None))
         else:
             traced = torch.jit.trace(module, as_args(example, names), check_trace=False)
-            torch.jit.save(traced, path, _extra_files={"tl_lightning.json": json.dumps(metadata(model, cfg.ckpt_path))})
+            torch.jit.save(traced, tmp, _extra_files={"tl_lightning.json": json.dumps(metadata(model, cfg.ckpt_path))})
+    except OSError as exc:  # the disk, not the model
+        from tl_lightning.atomic import write_error
+
+        raise write_error(path, exc) from None
     except Exception as exc:
-        if os.path.exists(path):
-            os.remove(path)
         op = unsupported_op(exc)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"format={fmt}: {model.backbone.name} cannot be exported"
                           + (f": unsupported operator {op}" if op else "") + f" ({type(exc).__name__}: {first}); "
                           + ("try format=torchscript" if fmt == "onnx" else "try format=onnx")) from None
     if fmt == "onnx":
-        add_metadata(path, metadata(model, cfg.ckpt_path))
+        add_metadata(tmp, metadata(model, cfg.ckpt_path))
     export_s = time.time() - start
+    tokenizer_tmp = ""
     if model.preprocessing.modality == "text":
-        model.preprocessing.tokenizer.save_pretrained(os.path.join(folder, "tokenizer"))
-    runner = onnx_runner(path) if fmt == "onnx" else torchscript_runner(path, names)
+        tokenizer_tmp = os.path.join(folder, f".tokenizer{TMP_MARK}{os.getpid()}")
+        written.append(tokenizer_tmp)
+        model.preprocessing.tokenizer.save_pretrained(tokenizer_tmp)
+    runner = onnx_runner(tmp) if fmt == "onnx" else torchscript_runner(tmp, names)
     parity = compare(model, runner, samples, cfg.verify_batch_sizes)
     worst_diff = max(r["max_abs_diff"] for r in parity.values())
     worst_agree = min(r["top1_agreement"] for r in parity.values())
     passed = worst_diff <= cfg.max_abs_diff and worst_agree >= cfg.min_top1_agreement
     report: Dict[str, Any] = {
-        "format": fmt, "path": path, "bytes": os.path.getsize(path), "checkpoint": os.path.abspath(cfg.ckpt_path),
-        "inputs": names, "export_s": round(export_s, 2), "verified_on": source, "parity": parity,
+        "format": fmt, "path": path, "bytes": os.path.getsize(tmp), "sha256": sha256(tmp),
+        "checkpoint": os.path.abspath(cfg.ckpt_path), "inputs": names, "export_s": round(export_s, 2),
+        "verified_on": source, "parity": parity,
         "thresholds": {"max_abs_diff": cfg.max_abs_diff, "min_top1_agreement": cfg.min_top1_agreement},
         "passed": passed,
     }
-    if fmt == "onnx" and cfg.quantize == "dynamic" and passed:
-        int8_path = path[: -len(".onnx")] + ".int8.onnx"
-        quantize_dynamic_int8(path, int8_path)
-        report["int8"] = {"path": int8_path, "bytes": os.path.getsize(int8_path),
-                          "parity": compare(model, onnx_runner(int8_path), samples, cfg.verify_batch_sizes)}
     if not passed:
-        os.replace(path, path + ".unverified")
         report["path"] = path + ".unverified"
-    atomic_write(os.path.join(folder, "export.json"), json.dumps(report, indent=2))
-    if not passed:
+        os.replace(tmp, report["path"])
+        atomic_write(os.path.join(folder, "export.unverified.json"), json.dumps(report, indent=2))
         raise VerificationError(f"{report['path']}: the exported model does not match PyTorch (max |logit diff| "
                                 f"{worst_diff:.2e}, allowed {cfg.max_abs_diff:g}; top-1 agreement {worst_agree:.1%}, "
-                                f"needed {cfg.min_top1_agreement:.0%}); kept with the .unverified suffix")
+                                f"needed {cfg.min_top1_agreement:.0%}); kept with the .unverified suffix, its report in "
+                                "export.unverified.json; the previous verified model there, if any, is unchanged")
+    int8_tmp = ""
+    if fmt == "onnx" and cfg.quantize == "dynamic":
+        int8_path = path[: -len(".onnx")] + ".int8.onnx"
+        int8_tmp = os.path.join(folder, f".{os.path.basename(int8_path)}{TMP_MARK}{os.getpid()}.onnx")
+        written.append(int8_tmp)
+        quantize_dynamic_int8(tmp, int8_tmp)
+        report["int8"] = {"path": int8_path, "bytes": os.path.getsize(int8_tmp), "sha256": sha256(int8_tmp),
+                          "parity": compare(model, onnx_runner(int8_tmp), samples, cfg.verify_batch_sizes)}
+    # the verified files replace the previous ones, the report last: export.json never names a file it did not check
+    if int8_tmp:
+        os.replace(int8_tmp, report["int8"]["path"])
+    if tokenizer_tmp:
+        _replace_folder(tokenizer_tmp, os.path.join(folder, "tokenizer"))
+    os.replace(tmp, path)
+    atomic_write(os.path.join(folder, "export.json"), json.dumps(report, indent=2))
+    for stale in (path + ".unverified", os.path.join(folder, "export.unverified.json")):
+        if os.path.exists(stale):
+            os.remove(stale)
     return report

@@ -34,7 +34,7 @@ def read_image(path: str):
 
 def read_text(path: str) -> str:
 
-    return read_text_file(path)
+    return nonempty_text(read_text_file(path))
 
 
 def gather_inputs(spec: str, modality: str, text_column: str = "text") -> List[Tuple[str, Callable[[], Any]]]:
@@ -51,9 +51,18 @@ def gather_inputs(spec: str, modality: str, text_column: str = "text") -> List[T
             return table_rows(spec, text_column)
         paths = [spec]
     elif glob.has_magic(spec):
-        paths = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
-        if not paths:
+        matched = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        if not matched:
             raise DataError(f"input: the pattern {spec} matches no file")
+        # as in a folder, only files of the model's kind: a text model never reads a binary or system file as text
+        paths = [p for p in matched if p.lower().endswith(suffixes)]
+        if not paths:
+            raise DataError(f"input: the pattern {spec} matches {len(matched)} file(s), none a {modality} file "
+                            f"({', '.join(suffixes)}; e.g. {matched[0]})")
+        if len(paths) < len(matched):
+            log.warning("input: %d file(s) matched by %s are not %s files (%s) and were left out, e.g. %s",
+                        len(matched) - len(paths), spec, modality, ", ".join(suffixes),
+                        next(p for p in matched if not p.lower().endswith(suffixes)))
     else:
         raise ConfigError(f"input: no such file or folder: {spec} (a folder, a file, a glob such as 'imgs/*.png'"
                           + (", or a .csv/.tsv/.jsonl of texts" if modality == "text" else "") + ")")
@@ -68,7 +77,18 @@ def table_rows(path: str, column: str) -> List[Tuple[str, Callable[[], Any]]]:
         raise DataError(f"input: {exc} (set text_column=<column>)") from None
     if not table[column]:
         raise DataError(f"input: {path} has no rows")
-    return [(where, functools.partial(str, text)) for where, text in zip(table["_where"], table[column])]
+    return [(where, functools.partial(nonempty_text, text)) for where, text in zip(table["_where"], table[column])]
+
+
+def nonempty_text(text: str) -> str:
+    if not text.strip():
+        raise DataError("the text is empty")
+    return text
+
+
+def printable(text: str) -> str:
+    """An error as a CSV cell holds it: control characters (a file's raw bytes in an exception) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class Inputs(Dataset):
@@ -85,7 +105,7 @@ class Inputs(Dataset):
             return sample(self.transform(self.items[k][1]()), -1, k)
         except Exception as exc:  # unreadable, truncated, not an image, not UTF-8: listed, not fatal
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return {"index": k, "error": f"{type(exc).__name__}: {text}"[:300]}
+            return {"index": k, "error": printable(f"{type(exc).__name__}: {text}")[:300]}
 
 
 def collate_with_errors(collate: Optional[Callable]):
@@ -115,6 +135,9 @@ def predict(model: InferenceModel, spec: str, output: str, top_k: int = 3, batch
     from tqdm import tqdm
 
     items = gather_inputs(spec, model.preprocessing.modality, text_column)
+    target = os.path.realpath(output)
+    if any(os.path.realpath(name.rsplit(":", 1)[0]) == target or os.path.realpath(name) == target for name, _ in items):
+        raise ConfigError(f"output={output} is one of the inputs this command reads; write to another file")
     dev = pick_device(device)
     model.to(dev)
     k = max(1, min(top_k, len(model.class_names)))

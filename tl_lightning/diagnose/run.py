@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from tl_lightning.atomic import atomic_write
 from tl_lightning.backbones.registry import build_backbone
 from tl_lightning.config import load_option
-from tl_lightning.config.schema import BackboneConf
-from tl_lightning.config.validate import merge_into_schema, validate_data
+from tl_lightning.config.schema import GAP_MIN_SAMPLES, BackboneConf
+from tl_lightning.config.validate import merge_into_schema, validate_data, validate_recorded_data
 from tl_lightning.context import DataPaths
 from tl_lightning.data import build_datamodule
 from tl_lightning.diagnose.gap import domain_gap
@@ -27,7 +27,7 @@ from tl_lightning.inference import from_checkpoint, read_checkpoint
 
 log = logging.getLogger("tl_lightning")
 KIND_PREFIXES = ("timm", "torchvision", "hf")
-MIN_SAMPLES = 10  # a side, for the gap's tests (5-fold domain classifier, covariances)
+MIN_SAMPLES = GAP_MIN_SAMPLES
 
 
 def parse_candidate(spec: str) -> Tuple[str, DictConfig, bool]:
@@ -161,7 +161,7 @@ def gap(cfg: DictConfig, output_dir: str, choice: str) -> Dict[str, Any]:
                 raise ConfigError("reference.kind=source needs backbone=checkpoint backbone.path=<a harness checkpoint "
                                   "that records its data config>" + (f"; {cfg.backbone.path} records none"
                                                                       if cfg.backbone.kind == "checkpoint" else ""))
-            ref_cfg = validate_data(source.data_config)
+            ref_cfg = validate_recorded_data(source.data_config, cfg.backbone.path)
             label = f"source {ref_cfg.name}"
         else:
             if not ref.data:
