@@ -109,7 +109,7 @@ WRAPPER = ("import atexit, sys; atexit.register(lambda: print('TORCH_IMPORTED=%s
 
 
 @pytest.mark.parametrize("case", ["weights_dir", "resume_dir", "resume_truncated", "root_missing", "root_is_file",
-                                  "checkpoint_corrupt", "gpu_trainer", "run_dir_uncreatable", "devices"])
+                                  "checkpoint_corrupt", "gpu_trainer", "run_dir_uncreatable", "devices", "cache_dir_file"])
 def test_start_up_errors_are_one_line_before_torch_is_imported(tmp_path, case):
     truncated = tmp_path / "last.ckpt"
     truncated.write_bytes(b"PK\x03\x04 truncated")
@@ -124,6 +124,7 @@ def test_start_up_errors_are_one_line_before_torch_is_imported(tmp_path, case):
         "gpu_trainer": (["trainer=gpu"], ["no GPU", "trainer=cpu"]),
         "run_dir_uncreatable": ([f"hydra.run.dir={tmp_path}/file.txt/run"], ["cannot create run dir"]),
         "devices": (["trainer.devices=abc"], ["trainer.devices", "'abc' is not valid"]),
+        "cache_dir_file": ([f"paths.cache_dir={tmp_path}/file.txt/cache"], ["paths.cache_dir=", "is a file, not a folder"]),
     }[case]
     env = {**os.environ, **TEST_ENV}
     run_dir = [] if case == "run_dir_uncreatable" else [f"hydra.run.dir={tmp_path}/run"]
@@ -378,3 +379,54 @@ def test_misspellings_get_a_suggestion(args, fragment):
     with pytest.raises(ConfigError) as info:
         compose_config(args, "/tmp/tl-test-run")
     assert fragment in str(info.value) and "+" not in str(info.value), str(info.value)
+
+
+def test_resume_from_another_runs_checkpoint_is_refused_before_anything_is_written(run_copy, tmp_path):
+    """It would train nothing in the new dir and report the other run's checkpoints as its own."""
+    before = snapshot(run_copy)
+    last = run_copy / "checkpoints" / "last.ckpt"
+    proc = run_train(SMALL + [f"resume={last}"], tmp_path / "new")
+    assert_user_error(proc, f"resume={last} is a checkpoint of the run in {run_copy}",
+                      f"hydra.run.dir={run_copy} resume=auto", f"backbone=checkpoint backbone.path={last}")
+    assert not (tmp_path / "new").exists() and snapshot(run_copy) == before
+
+
+def test_a_sweep_dir_in_use_or_holding_runs_is_refused_before_any_job(tmp_path):
+    from tests.helpers import run_multirun
+    from tl_lightning.rundir import lock_run_dir, release_run_dir
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    lock_run_dir(str(sweep))  # another sweep into this dir, still running
+    try:
+        proc = run_multirun(SMALL + ["seed=0,1"], sweep)
+    finally:
+        release_run_dir(str(sweep))
+    assert_user_error(proc, f"run dir {sweep} is in use by process {os.getpid()}")
+    assert sorted(p.name for p in sweep.iterdir()) == [".lock"]  # no job dir, no failed.json, no multirun.yaml
+
+    (sweep / "0").mkdir()
+    (sweep / "0" / "summary.json").write_text("{}")  # a finished job of an earlier sweep
+    proc = run_multirun(SMALL + ["seed=0,1"], sweep)
+    assert_user_error(proc, f"sweep dir {sweep} already holds the runs of a sweep (0/)", "resume=auto")
+    assert (sweep / "0" / "summary.json").read_text() == "{}" and not (sweep / "1").exists()
+
+
+def test_mistakes_in_a_checkpoint_and_diagnose_options_are_one_line(finished_run, tmp_path):
+    import torch
+
+    from tests.test_deploy import tool_config
+    from tl_lightning.deploy.evaluate import evaluate
+    from tl_lightning.errors import ConfigError
+
+    ckpt = torch.load(finished_run / "checkpoints" / "best.ckpt", weights_only=True)
+    ckpt["tl_lightning"]["config"]["data"]["colour_space"] = "lab"  # a key this version does not know
+    torch.save(ckpt, tmp_path / "edited.ckpt")
+    cfg = tool_config("eval", [f"ckpt_path={tmp_path / 'edited.ckpt'}", "logger=none", "progress_bar=false"], tmp_path)
+    with pytest.raises(ConfigError) as info:
+        evaluate(cfg, str(tmp_path / "eval"))
+    assert str(info.value).startswith(f"{tmp_path / 'edited.ckpt'} records a data config this version cannot use (")
+    assert "data.colour_space" in str(info.value) and "data=<option>" in str(info.value)
+
+    with pytest.raises(ConfigError, match="max_samples=1: gap needs at least 10 samples a side"):
+        tool_config("diagnose", ["command=gap", "max_samples=1", "reference.kind=halves"], tmp_path)

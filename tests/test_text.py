@@ -386,3 +386,28 @@ def test_text_checkpoint_evaluates_predicts_a_csv_and_exports_with_its_tokenizer
     assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "text.onnx")).metadata_props}
     assert json.loads(meta["tl_lightning.class_names"]) == model.class_names and meta["tl_lightning.max_length"] == "32"
+
+
+def test_predict_of_a_text_model_on_a_glob_reads_text_files_only(text_run, tmp_path, caplog):
+    """A glob such as ``notes/*`` once read every match as text (binaries, system files) and wrote raw bytes into
+    the error cells: now only .txt files are read, the others are counted, and a binary .txt is one clean error."""
+    import csv
+
+    from tl_lightning.deploy.predict import predict
+    from tl_lightning.inference import load
+
+    run_dir, _, _ = text_run
+    (tmp_path / "a.txt").write_text("the court heard the appeal")
+    (tmp_path / "b.bin").write_bytes(bytes(range(256)))
+    (tmp_path / "c.txt").write_bytes(b"\x7fELF\x02\x01\x00\x00\x1b[31m")
+    (tmp_path / "d.log").write_text("a log line")
+    out = tmp_path / "out" / "preds.csv"
+    with caplog.at_level("WARNING"):
+        result = predict(load(str(run_dir / "checkpoints" / "best.ckpt")), str(tmp_path / "*"), str(out), progress=False)
+    assert result["inputs"] == 2 and result["unreadable"] == 1
+    assert "2 file(s) matched by" in caplog.text and "are not text files (.txt) and were left out" in caplog.text
+    rows = {r["input"]: r for r in csv.DictReader(out.open())}
+    assert set(rows) == {str(tmp_path / "a.txt"), str(tmp_path / "c.txt")}
+    binary = tmp_path / "c.txt"
+    assert rows[str(binary)]["error"] == f"DataError: {binary}: a NUL byte on line 1: a binary file, not text"
+    assert all(c.isprintable() for r in rows.values() for c in r["error"])

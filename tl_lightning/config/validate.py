@@ -20,8 +20,10 @@ from tl_lightning.registry import DATAMODULES, STRATEGIES, TEXT_KINDS
 __all__ = ["check_choice", "check_positive", "validate_config", "validate_data", "validate_tool_config"]
 
 
-def _describe(exc: OmegaConfBaseException) -> str:
+def _describe(exc: OmegaConfBaseException, prefix: str = "") -> str:
+    """One line for a merge failure; ``prefix``: where the merged node sits (``data.`` for a data node alone)."""
     key = getattr(exc, "full_key", None)
+    key = f"{prefix}{key}" if key and not str(key).startswith(prefix) else key
     msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]
     text = f"config key '{key}': {msg}" if key else msg
     return rewrite(text) or text
@@ -58,7 +60,7 @@ def merge_into_schema(base, cfg, prefix: str = "", hints=None) -> DictConfig:
         OmegaConf.resolve(merged)
         missing = sorted(OmegaConf.missing_keys(merged))
     except OmegaConfBaseException as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc, prefix)) from None
     if missing:
         raise ConfigError(f"config key '{prefix}{missing[0]}' has no value (it is mandatory)"
                           + (hints or {}).get(missing[0], ""))
