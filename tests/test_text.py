@@ -100,6 +100,12 @@ def test_tokenised_splits_are_cached_and_a_damaged_cache_is_rebuilt(minilm, tmp_
     assert setup(minilm.preprocessing, SyntheticTextDataConf, str(tmp_path), **kw).split_info["token_cache"] == "hit"
     assert setup(minilm.preprocessing, SyntheticTextDataConf, str(tmp_path), num_classes=3, per_class=20,
                  seed=1).split_info["token_cache"] == "miss"  # other texts, another key
+    for path in (tmp_path / "tokens").glob("*.pt"):  # intact key, an id past the vocabulary: rebuilt, not used
+        blob = torch.load(path, weights_only=True)
+        blob["ids"][0][1] = 10**9
+        torch.save(blob, path)
+    minilm.preprocessing.memo.clear()
+    assert setup(minilm.preprocessing, SyntheticTextDataConf, str(tmp_path), **kw).split_info["token_cache"] == "miss"
     for path in (tmp_path / "tokens").glob("*.pt"):
         path.write_bytes(b"damaged")
     minilm.preprocessing.memo.clear()
