@@ -62,13 +62,17 @@ class SlowBatches(L.Callback):
 
 
 class SeenBatches(L.Callback):
-    """Writes ``batch[key]`` of every training batch, one line per epoch, to ``path`` ("{rank}" in it: the rank)."""
+    """Writes ``batch[key]`` of every training batch, one line per epoch, to ``path`` ("{rank}" in it: the rank);
+    a dotted key reads a part of the batch (``unlabeled.index``)."""
 
     def __init__(self, path: str, key: str = "target"):
         self.path, self.key, self.epoch = path, key, []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.epoch += batch[self.key].tolist()
+        value = batch
+        for part in self.key.split("."):
+            value = value[part]
+        self.epoch += value.tolist()
 
     def on_train_epoch_end(self, trainer, pl_module):
         path = self.path.format(rank=trainer.global_rank)

@@ -24,7 +24,8 @@ def test_every_data_option_validates_with_its_schema(compose, data):
     assert cfg.data.name == data
     expected = {"synthetic": schema.SyntheticDataConf, "fortunes": schema.FortunesDataConf, "text_csv": schema.TextCsvDataConf,
                 "text_folder": schema.TextFolderDataConf, "synthetic_text": schema.SyntheticTextDataConf,
-                "image_folder": schema.ImageFolderDataConf, "multi_source": schema.MultiSourceDataConf}
+                "image_folder": schema.ImageFolderDataConf, "multi_source": schema.MultiSourceDataConf,
+                "fashion_mnist_m": schema.FashionMNISTMDataConf}
     assert OmegaConf.get_type(cfg.data) is expected.get(data, schema.ImageDataConf)
     # text data brings its default text backbone (an override in the data option's defaults list)
     text = data in ("fortunes", "text_csv", "text_folder", "synthetic_text")

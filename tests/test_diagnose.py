@@ -128,7 +128,8 @@ def test_gap_to_the_checkpoints_source_data_and_between_halves(source_run, tmp_p
     (["command=rank", "backbones=[timm:convnext_tiny]"], "convnext_tiny"),  # not cached here: offline, one line
     (["command=rank", "split=holdout"], "'split': 'holdout' is not valid; valid: train, val, test"),
     (["command=sort"], "'command': 'sort' is not valid; valid: rank, gap"),
-    (["command=gap"], "reference.kind=data needs reference.data=<a data option, e.g. digits>"),
+    (["command=gap"], "reference.kind=data needs reference.data=<a data option, e.g. digits, or one with overrides"),
+    (["command=gap", "reference.data={root: /x}"], "'reference.data': a data option or {name: <option>, <overrides>}"),
     (["command=gap", "reference.kind=source"], "reference.kind=source needs backbone=checkpoint"),
     (["command=gap", "reference.kind=halves", "data.per_class=6"], "gap needs at least 10 samples a side;"),
     (["command=gap", "reference.data=nosuchdata"], "unknown data 'nosuchdata'"),
@@ -145,3 +146,19 @@ def test_the_first_word_is_the_command():
 
     assert command_word(["gap", "reference.data=digits"]) == ["command=gap", "reference.data=digits"]
     assert command_word(["command=rank"]) == ["command=rank"] and command_word([]) == []
+
+
+def test_gap_between_two_folders_of_ones_own(tmp_path):
+    """reference.data takes an option with overrides: site A's folder against site B's (brighter) images."""
+    from tests.helpers import write_image_tree
+
+    site_a = write_image_tree(tmp_path / "a", per_class=20, size=16, seed=0)
+    site_b = write_image_tree(tmp_path / "b", per_class=20, size=16, seed=1)
+    from tl_lightning.diagnose.run import run
+
+    args = ["command=gap", "backbone=resnet18", "backbone.pretrained=false", "data=image_folder", f"data.root={site_a}",
+            "data.image_size=32", f"reference.data={{name: image_folder, root: {site_b}}}", "reference.split=train",
+            "permutations=50"]
+    result = run(tool_config("diagnose", args, tmp_path / "run"), str(tmp_path / "run"), "resnet18")
+    assert result["reference"] == "image_folder train" and result["samples"][1] >= 10
+    assert 0.0 <= result["proxy_a_distance"] <= 2.0

@@ -166,7 +166,7 @@ def test_a_loss_term_registered_from_outside_combines_with_the_strategy_penalty(
             self.name, self.weight = name, float(node.weight)
 
         def __call__(self, module, batch, logits):
-            assert set(batch) == {"inputs", "target", "index", "group"}
+            assert set(batch) == {"inputs", "target", "index", "group", "features"}
             return self.weight * (logits ** 2).mean()
 
     LOSS_TERMS.register("logit_l2_test")(LogitL2)

@@ -88,8 +88,10 @@ def test_killed_run_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_one(tm
     """Only the killed run needs a process of its own (SIGKILL); the uninterrupted reference and the resumed
     run train in this process, with the same single thread."""
     bn = ["strategy.bn=freeze_stats"] if strategy == "ewc" else []  # the policy holds across the resume too
+    # progressive also adapts to unlabelled data (DANN): its domain classifier and the unlabelled stream resume too
+    dann = ["+data.unlabeled={name: synthetic, per_class: 12}", "adapt=dann"] if strategy == "progressive" else []
     args = TINY + [f"strategy={strategy}", "trainer.max_epochs=3", "trainer.deterministic=true", "data.augment=basic",
-                   "backbone.head_dropout=0.3", "callbacks.early_stopping.enabled=false", *bn]
+                   "backbone.head_dropout=0.3", "callbacks.early_stopping.enabled=false", *bn, *dann]
     full, cut = tmp_path / "full", tmp_path / "cut"
     probe = "+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {}}}"
     caplog.set_level(logging.INFO, logger="tl_lightning")
@@ -106,6 +108,8 @@ def test_killed_run_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_one(tm
     assert b["resumed_from"].endswith("last.ckpt") and a["global_step"] == b["global_step"] == 12
     assert b["started_at"] == {"epoch": 2, "global_step": 8}
     assert a["test"] == b["test"] and a["val"] == b["val"] and a["strategy_info"] == b["strategy_info"]
+    if strategy == "progressive":
+        assert a["adaptation"]["target_test"] == b["adaptation"]["target_test"]
     full_lines, cut_lines = _digests(full / "dg")["rank0.sha256"], _digests(cut / "dg")["rank0.sha256"]
     assert cut_lines[0].startswith("epoch=2") and cut_lines == full_lines[2:]  # epoch 2 and the end
     if strategy == "ewc":
@@ -130,9 +134,13 @@ def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
     args = [a for a in TINY if not a.startswith("logger=")] + [
         logger, bn, f"strategy={strategy}", "trainer=ddp_cpu", "trainer.max_epochs=3", "data.per_class=16",
         f"+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {tmp_path / 'dg'}}}"]
+    # EWC also adapts to unlabelled data (DANN): each rank its own share of the unlabelled stream
     sampled = ["data.imbalance.counts=[10,5,3,2]", "data.sampler=balanced",
                f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenBatches, key: index, "
-               f"path: '{tmp_path / 'seen' / 'rank{rank}.txt'}'}}"]
+               f"path: '{tmp_path / 'seen' / 'rank{rank}.txt'}'}}",
+               "+data.unlabeled={name: synthetic, per_class: 16}", "adapt=dann",
+               f"+callbacks.extra.unseen={{_target_: tests.ddp_probe.SeenBatches, key: unlabeled.index, "
+               f"path: '{tmp_path / 'seen' / 'unlabeled{rank}.txt'}'}}"]
     if strategy == "ewc":
         args += sampled
     proc = run_train(args, run, env={"WANDB_MODE": ""})
@@ -171,6 +179,7 @@ def _assert_ranks_share_one_balanced_stream(seen, args):
     from tl_lightning.compose import compose_config
     from tl_lightning.data import build_datamodule
     from tl_lightning.data.samplers import BalancedSampler
+    from tl_lightning.data.unlabeled import CycledSampler
 
     cfg = compose_config([a for a in args if not a.startswith("+callbacks")], "/tmp/tl-test-run", validate=False)
     dm = build_datamodule(cfg.data, ImagePreprocessing(InputSpec(size=32, mean=(0.5,) * 3, std=(0.5,) * 3)))
@@ -185,6 +194,17 @@ def _assert_ranks_share_one_balanced_stream(seen, args):
             sampler = BalancedSampler(train.targets, OmegaConf.select(cfg, "seed"), num_replicas=2, rank=rank)
             sampler.set_epoch(epoch)
             assert seen_by_rank[rank][epoch] == [int(train.indices[k]) for k in sampler], (rank, epoch)
+    unlabeled = dm.unlabeled.datamodule.datasets["train"]
+    drawn = [[[int(i) for i in line.split()] for line in (seen / f"unlabeled{r}.txt").read_text().splitlines()]
+             for r in range(2)]
+    per_rank = len(drawn[0][0])
+    assert per_rank == 2 * 8, "as many unlabelled batches as labelled ones (10 samples a rank, batches of 8)"
+    for epoch in range(3):
+        assert not set(drawn[0][epoch]) & set(drawn[1][epoch]) or epoch > 0
+        for rank in range(2):
+            sampler = CycledSampler(len(unlabeled), per_rank, OmegaConf.select(cfg, "seed"), 2, rank)
+            sampler.set_epoch(epoch)
+            assert drawn[rank][epoch] == [int(unlabeled.indices[k]) for k in sampler], (rank, epoch)
         assert seen_by_rank[0][epoch] != seen_by_rank[1][epoch]
 
 

@@ -11,6 +11,7 @@ from typing import Any, Dict, Set
 
 import lightning as L
 import torch
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from tl_lightning.backbones.base import Backbone
@@ -52,6 +53,10 @@ class TransferModule(L.LightningModule):
         strategy.setup(self)
         self.strict_loading = not isinstance(strategy, PartialCheckpoints)  # partial checkpoints lack the base
         self.loss_terms = build_terms(cfg.loss.terms) + strategy.loss_terms()
+        for term in self.loss_terms:
+            term.attach(backbone.feature_dim, task.num_classes)
+        # terms with parameters of their own (a domain classifier): trained, checkpointed and restored with the module
+        self.term_modules = nn.ModuleList([t for t in self.loss_terms if isinstance(t, nn.Module)])
         self.train()  # frozen parts to eval mode now: Lightning does not call train() when fit starts
 
     def forward(self, inputs) -> torch.Tensor:
@@ -83,7 +88,8 @@ class TransferModule(L.LightningModule):
 
     def logged_metric_names(self) -> Set[str]:
         """Every metric name this module logs: what optimized_metric and the monitors may name."""
-        names = {"train/loss", "train/acc", f"train/{self.criterion_name}", *(f"train/{t.name}" for t in self.loss_terms)}
+        names = {"train/loss", "train/acc", f"train/{self.criterion_name}", *(f"train/{t.name}" for t in self.loss_terms),
+                 *self.task.target_metrics}
         for metrics in (self.val_metrics, self.test_metrics):
             names |= metrics.names(self.class_names)
         return names
@@ -117,13 +123,18 @@ class TransferModule(L.LightningModule):
             self.log("train/loss", own["loss"], on_step=True, on_epoch=True, prog_bar=True)
             self.log("train/acc", own["acc"], on_step=False, on_epoch=True)
             return own["loss"]
-        logits = self.restrict(self(batch["inputs"]), batch)
+        # the features once, for the head and for the terms that read them (batch["features"]; tl_lightning/batch.py)
+        features = batch["inputs"] if self._features_input else self.features(batch["inputs"])
+        batch = {**batch, "features": features}
+        logits = self.restrict(self.head(features), batch)
         loss, parts = total_loss(self.criterion, self.loss_terms, self, batch, logits)
+        n = len(batch["target"])  # the labelled batch (Lightning cannot tell it apart from an unlabelled part)
         for name, value in parts.items():
-            self.log(f"train/{self.criterion_name if name == 'criterion' else name}", value, on_step=False, on_epoch=True)
+            self.log(f"train/{self.criterion_name if name == 'criterion' else name}", value, on_step=False,
+                     on_epoch=True, batch_size=n)
         self.train_acc.update(logits.detach().argmax(-1), batch["target"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
     def _eval_step(self, batch, metrics: StageMetrics) -> torch.Tensor:
@@ -149,7 +160,11 @@ class TransferModule(L.LightningModule):
         self._eval_epoch_end(self.test_metrics)
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.strategy.param_groups(self), self.optimizer_cfg)
+        groups = self.strategy.param_groups(self)
+        if len(self.term_modules):  # the loss terms' own parameters, at the strategy's (head) learning rate
+            groups.append({"name": "loss_terms", "params": list(self.term_modules.parameters()),
+                           "lr": self.strategy.cfg.lr})
+        optimizer = build_optimizer(groups, self.optimizer_cfg)
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         total_steps = int(self.trainer.estimated_stepping_batches)
         own = self.strategy.configure_schedule(self.scheduler_cfg, total_steps, max_epochs)

@@ -8,6 +8,7 @@ evaluation, inference and export read it: none of them asks a datamodule for opt
 - groups (slices of the data: a shortcut's (class, aligned|conflicting), a metadata column, the sources of
   multi-source data): names, counts per split, and the sensitive attribute of each group that the fairness
   metrics and loss terms compare (None where the groups are no slices of a population, e.g. sources);
+- ``target_metrics``: what an unlabelled target with labelled validation logs (tl_lightning/data/unlabeled.py);
 - ``class_masks`` (groups x classes, multi-source data): each sample is scored over its own source's classes
   only, which ``restrict`` applies to the logits.
 """
@@ -32,6 +33,8 @@ class TaskDescription:
     group_counts: Dict[str, List[int]] = field(default_factory=dict)  # split -> samples per group
     group_attribute: Optional[Tuple[int, ...]] = None  # the sensitive attribute of each group
     class_masks: Optional[torch.Tensor] = None  # bool, groups x classes: the classes a group's samples may take
+    # metrics the data's own callbacks log (data.unlabeled's labelled val split: target_val/acc), for the monitors
+    target_metrics: Tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:

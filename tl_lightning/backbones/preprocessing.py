@@ -53,8 +53,11 @@ def build_transform(spec: InputSpec, augment: str, train: bool) -> v2.Compose:
         aug = [v2.RandomResizedCrop(spec.size, scale=(0.7, 1.0), interpolation=interp, antialias=True),
                v2.RandomHorizontalFlip()]
         return v2.Compose(head + aug + tail)
+    # the geometric operations of TrivialAugment take nearest or bilinear on tensors (image tensors, as arrays
+    # become): bilinear where the backbone's resize is bicubic
+    warp = interp if interp in (InterpolationMode.NEAREST, InterpolationMode.BILINEAR) else InterpolationMode.BILINEAR
     aug = [v2.RandomResizedCrop(spec.size, scale=(0.25, 1.0), interpolation=interp, antialias=True),
-           v2.RandomHorizontalFlip(), v2.TrivialAugmentWide(interpolation=interp)]
+           v2.RandomHorizontalFlip(), v2.TrivialAugmentWide(interpolation=warp)]
     return v2.Compose(head + aug + tail + [v2.RandomErasing(p=0.25)])
 
 

@@ -44,9 +44,14 @@ def check(cfg: DictConfig) -> DictConfig:
     if merged.command == "gap" and merged.reference.kind == "source" and merged.backbone.kind != "checkpoint":
         raise ConfigError("reference.kind=source needs backbone=checkpoint backbone.path=<a harness checkpoint that "
                           "records its data config>")
-    if merged.command == "gap" and merged.reference.kind == "data" and not merged.reference.data:
-        raise ConfigError("reference.kind=data needs reference.data=<a data option, e.g. digits>; or "
-                          "reference.kind=source|halves")
+    reference = merged.reference.data
+    if merged.command == "gap" and merged.reference.kind == "data" and not reference:
+        raise ConfigError("reference.kind=data needs reference.data=<a data option, e.g. digits, or one with "
+                          "overrides: {name: image_folder, root: <folder>}>; or reference.kind=source|halves")
+    if reference is not None and not isinstance(reference, str) and not (
+            OmegaConf.is_dict(reference) and reference.get("name")):
+        raise ConfigError(f"config key 'reference.data': a data option or {{name: <option>, <overrides>}}, got "
+                          f"{OmegaConf.to_container(reference) if OmegaConf.is_config(reference) else reference!r}")
     if merged.command == "rank":
         from tl_lightning.diagnose.run import parse_candidate
 

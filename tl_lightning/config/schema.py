@@ -105,6 +105,11 @@ class DataConf:
     eval_batch_size: Optional[int] = None
     num_workers: int = 0
     pin_memory: bool = False
+    # a second source whose labels are never read (tl_lightning/data/unlabeled.py): {name: <data option>, <its
+    # overrides>}, trained on jointly: the unlabelled target of domain adaptation, or more data of the labelled target
+    unlabeled: Optional[Any] = None
+    unlabeled_ratio: int = 1  # unlabelled samples per labelled one in a training batch (0: only evaluated on)
+    unlabeled_strong: bool = False  # also a strongly augmented view of each unlabelled image (FixMatch)
 
     # where data.root names no folder: the hint after the one line (download needs internet)
     root_hint: ClassVar[str] = "; data.download=true creates it and downloads the data (needs internet)"
@@ -127,6 +132,12 @@ class DataConf:
             if not 0.0 < data[key] < 1.0:
                 raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {data[key]}")
         check_choice(data.sampler, SAMPLERS, "data.sampler")
+        if data.unlabeled_ratio < 0:
+            raise ConfigError(f"config key 'data.unlabeled_ratio': unlabelled samples per labelled one, >= 0 (0: the "
+                              f"unlabelled data is only evaluated on), got {data.unlabeled_ratio}")
+        if data.unlabeled_strong and not data.unlabeled:
+            raise ConfigError("data.unlabeled_strong=true is a view of the unlabelled data: set data.unlabeled="
+                              "{name: <data option>, ...}")
         imbalance = data.imbalance
         check_choice(imbalance.order, IMBALANCE_ORDERS, "data.imbalance.order")
         if imbalance.ratio is not None and imbalance.ratio < 1:
@@ -232,6 +243,14 @@ class MultiSourceDataConf(ImageDataConf):
         return True  # each source is a group
 
 
+@in_config_store("data", "schema_fashion_mnist_m")
+@dataclass
+class FashionMNISTMDataConf(ImageDataConf):
+    """Fashion-MNIST blended with photo patches (tl_lightning/data/fashion_mnist_m.py)."""
+
+    blend_seed: int = 0  # which patch each image gets: the dataset itself, not the run's split
+
+
 @in_config_store("data", "schema_synthetic")
 @dataclass
 class SyntheticDataConf(ImageDataConf):
@@ -249,6 +268,12 @@ class TextDataConf(DataConf):
 
     batch_size: int = 32
     bucketing: bool = True
+
+    @classmethod
+    def check(cls, data, root=None) -> None:
+        if data.unlabeled_strong:
+            raise ConfigError("data.unlabeled_strong: a strong augmentation of each unlabelled sample (FixMatch) "
+                              "exists for images only, and text has none; use adapt=pseudo_label for text")
 
 
 @in_config_store("data", "schema_text_folder")
@@ -522,6 +547,9 @@ class ProtoNetConf(StrategyConf):
                               f"{st.eval_episodes}")
         if st.ways < 2:
             raise ConfigError(f"config key 'strategy.ways': an episode needs at least 2 classes, got {st.ways}")
+        if root is not None and root.data.get("unlabeled") and root.data.unlabeled_ratio > 0:
+            raise ConfigError("strategy=protonet trains on episodes of labelled data and reads no unlabelled batches; "
+                              "drop data.unlabeled (or set data.unlabeled_ratio=0 to evaluate on it only)")
 
 
 @dataclass
@@ -926,7 +954,9 @@ class ReferenceConf:
     """What ``diagnose gap`` compares the target with."""
 
     kind: str = "data"  # data (reference.data=<a data option>) | source (backbone=checkpoint's source data) | halves
-    data: Optional[str] = None  # kind=data: a data option (conf/data/<name>.yaml), with its defaults
+    # kind=data: a data option (conf/data/<name>.yaml) with its defaults, or one with overrides: {name: image_folder,
+    # root: <folder>}
+    data: Optional[Any] = None
     split: str = "test"  # the reference's split
 
 

@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tl_lightning.config import group_options, schema
 from tl_lightning.config.checks import check_choice, check_positive, run_checks
 from tl_lightning.config.suggest import rewrite
+from tl_lightning.config.terms import TERM_SCHEMAS
 from tl_lightning.errors import ConfigError, check_file, unknown_name
 from tl_lightning.registry import DATAMODULES, STRATEGIES, TEXT_KINDS
 
@@ -77,7 +78,44 @@ def validate_data(node) -> DictConfig:
         raise unknown_name("dataset", str(name), options, "data.name")
     merged = merge_into_schema(lambda: OmegaConf.structured(schema.schema_of("data", node)), node, "data.")
     run_checks(merged)
+    _check_unlabeled(merged)
     return merged
+
+
+# what the unlabelled data shares with the labelled data: the split seed and fractions (so that data of the same
+# option splits alike, and the unlabelled training split never holds a labelled val or test sample), the image size
+# and the loader settings
+UNLABELED_SHARED = ("seed", "val_fraction", "test_fraction", "image_size", "num_workers", "pin_memory")
+
+
+def unlabeled_config(data) -> DictConfig:
+    """The validated data config of ``data.unlabeled``: its option's YAML, the keys it shares with the labelled
+    data, then its own overrides. It takes its whole training pool (samples_per_class: null) unless it says
+    otherwise; its batch size is ``data.unlabeled_ratio`` x the labelled one."""
+    node = data.unlabeled
+    if not OmegaConf.is_dict(node) and not isinstance(node, dict) or not node.get("name"):
+        raise ConfigError(f"config key 'data.unlabeled': expected a data option with overrides, e.g. "
+                          f"{{name: image_folder, root: <folder>}}, got {node!r}")
+    for key in ("seed", "unlabeled"):
+        if key in node:
+            raise ConfigError(f"config key 'data.unlabeled.{key}': not settable; " + (
+                "the unlabelled data splits with the run's split seed (data.seed)" if key == "seed" else
+                "unlabelled data has no unlabelled data of its own"))
+    options = group_options()["data"]
+    if node["name"] not in options:
+        raise unknown_name("dataset", str(node["name"]), options, "data.unlabeled.name")
+    from tl_lightning.config import load_option
+
+    option = load_option("data", node["name"])
+    option.samples_per_class = None
+    shared = {k: data[k] for k in UNLABELED_SHARED if k in data and (k != "image_size" or "image_size" in option)}
+    batch = {"batch_size": max(1, data.unlabeled_ratio) * data.batch_size,
+             "eval_batch_size": data.eval_batch_size or data.batch_size}
+    try:
+        merged = OmegaConf.merge(option, shared, batch, OmegaConf.to_container(node, resolve=True))
+        return validate_data(merged)
+    except ConfigError as exc:
+        raise ConfigError(f"data.unlabeled: {exc}") from None
 
 
 def validate_recorded_data(node, ckpt_path: str) -> DictConfig:
@@ -106,8 +144,47 @@ def _check_values(cfg: DictConfig) -> None:
     """Each group's own checks (the ``check`` methods of its schema), then what spans groups."""
     for key in ("backbone", "data", "strategy", "loss", "optimizer", "scheduler", "trainer", "callbacks", "paths"):
         run_checks(cfg[key], cfg)
+    _check_unlabeled(cfg.data)
+    _check_terms(cfg)
     _check_modality(cfg)
+    _check_target_monitor(cfg)
     _check_resume(cfg)
+
+
+def _check_unlabeled(data: DictConfig) -> None:
+    """data.unlabeled is a valid data config of the labelled data's modality."""
+    if not data.unlabeled:
+        return
+    unlabeled = unlabeled_config(data)
+    data_text = issubclass(OmegaConf.get_type(data) or object, schema.TextDataConf)
+    if issubclass(OmegaConf.get_type(unlabeled) or object, schema.TextDataConf) != data_text:
+        kinds = ("text", "image") if data_text else ("image", "text")
+        raise ConfigError(f"data.unlabeled: data={unlabeled.name} holds {kinds[1]} samples but the labelled "
+                          f"data={data.name} holds {kinds[0]} samples; the unlabelled data must be of the same "
+                          "modality (images of another size are fine)")
+
+
+def _check_terms(cfg: DictConfig) -> None:
+    """Each ``loss.terms`` entry of a kind the package registers, merged into its kind's schema and checked."""
+    for name, node in (cfg.loss.terms or {}).items():
+        kind = node.get("kind") if OmegaConf.is_dict(node) else None
+        if kind not in TERM_SCHEMAS:
+            continue  # checked when built (an unknown kind, or one registered from outside the package)
+        key = f"loss.terms.{name}"
+        merged = merge_into_schema(lambda k=kind: OmegaConf.structured(TERM_SCHEMAS[k]), node, f"{key}.")
+        TERM_SCHEMAS[kind].check_term(merged, cfg, key)
+
+
+TARGET_STAGE = "target_val/"  # what the unlabelled data's labelled validation split logs (an oracle's monitor)
+
+
+def _check_target_monitor(cfg: DictConfig) -> None:
+    """Selecting on the unlabelled data's labels (an oracle) needs unlabelled data with a labelled val split."""
+    for key, metric in monitored_keys(cfg):
+        if metric and metric.startswith(TARGET_STAGE) and not cfg.data.get("unlabeled"):
+            raise ConfigError(f"config key '{key}': '{metric}' selects on labelled target validation (an oracle) "
+                              "but there is no target: set data.unlabeled={name: <data option>, ...}, or monitor "
+                              "val/acc (source validation, no target labels)")
 
 
 def _check_modality(cfg: DictConfig) -> None:

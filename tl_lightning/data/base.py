@@ -6,7 +6,7 @@ Subclasses provide raw samples (``load``); the backbone's preprocessing turns th
 
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional
 
 import lightning as L
@@ -28,6 +28,7 @@ from tl_lightning.data.splits import (
     per_class_subset,
     stratified_split,
 )
+from tl_lightning.data.unlabeled import TargetEvaluation, UnlabeledData, joined_batch
 from tl_lightning.errors import ConfigError
 from tl_lightning.task import TaskDescription
 
@@ -65,6 +66,9 @@ class TransferDataModule(L.LightningDataModule):
         self.group_names: List[str] = []  # slice labels of batch["group"], when the data has groups
         self.split_info: Dict[str, Any] = {}
         self.task: Optional[TaskDescription] = None  # built by setup (tl_lightning/task.py)
+        # data.unlabeled: a second source whose labels are never read (tl_lightning/data/unlabeled.py)
+        self.unlabeled: Optional[UnlabeledData] = UnlabeledData(cfg, preprocessing, paths) if cfg.get("unlabeled") \
+            else None
 
     @property
     def unwrapped(self) -> "TransferDataModule":
@@ -76,7 +80,7 @@ class TransferDataModule(L.LightningDataModule):
 
     def callbacks(self, layout) -> list:
         """Lightning callbacks this kind of data brings to a training run (``layout``: the run dir's)."""
-        return []
+        return [TargetEvaluation(self.unlabeled, self)] if self.unlabeled is not None else []
 
     @property
     def num_classes(self) -> int:
@@ -159,6 +163,16 @@ class TransferDataModule(L.LightningDataModule):
             if absent:
                 self.split_info["groups"]["absent_in_val"] = absent
         self.task = TaskDescription.from_split_info(self.class_names, self.group_names, self.split_info)
+        self.setup_unlabeled()
+
+    def setup_unlabeled(self) -> None:
+        """data.unlabeled set up next to this set-up datamodule: its split joins the fingerprint, the metrics it
+        logs join the task description."""
+        if self.unlabeled is None:
+            return
+        self.split_info["unlabeled"] = self.unlabeled.setup(self)
+        self.split_info["fingerprint"] = self.unlabeled.fingerprint(self.split_info["fingerprint"])
+        self.task = replace(self.task, target_metrics=self.unlabeled.target_metric_names())
 
     def train_budget(self):
         """Training samples per class: None (all), one int (data.samples_per_class), or one per class (a
@@ -202,8 +216,16 @@ class TransferDataModule(L.LightningDataModule):
         return DataLoader(plain, batch_size=batch_size, shuffle=False, num_workers=self.cfg.num_workers,
                           collate_fn=self.preprocessing.collate, worker_init_fn=leave_stop_signals_to_main)
 
-    def train_dataloader(self) -> DataLoader:
+    def labelled_train_loader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
+
+    def train_dataloader(self):
+        """The labelled training loader; with data.unlabeled, joined batch for batch with the unlabelled one."""
+        loader = self.labelled_train_loader()
+        return self.unlabeled.join(loader, self) if self.unlabeled is not None else loader
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        return joined_batch(batch)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -9,6 +9,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from tl_lightning.data.base import RawData, TransferDataModule
 from tl_lightning.data.groups import group_ids, groups_of_files, read_groups_csv
 from tl_lightning.data.sources import FileSource
+from tl_lightning.data.unlabeled import UNLABELED_CLASS
 from tl_lightning.errors import DataError
 from tl_lightning.registry import DATAMODULES
 
@@ -114,6 +115,8 @@ class ImageFolderDataModule(TransferDataModule):
             raise DataError("data=image_folder needs data.root=<folder of class subfolders, or of train/ val/ test/>")
         if not os.path.isdir(root):
             raise DataError(f"data.root: no such directory: {root}")
+        if getattr(self, "allow_unlabeled_folder", False) and not _class_dirs(root):
+            return self._unlabeled_folder(root)
         if os.path.isdir(os.path.join(root, "train")):
             train, names = scan_class_folders(os.path.join(root, "train"))
             parts = {}
@@ -126,6 +129,13 @@ class ImageFolderDataModule(TransferDataModule):
             raw = RawData(train=train, class_names=names)
         self._attach_groups(raw)
         return raw
+
+    def _unlabeled_folder(self, root: str) -> RawData:
+        """As data.unlabeled, a folder of images without class subfolders: one pool of unlabelled images."""
+        files = _images_under(root, set())
+        if not files:
+            raise DataError(f"data.root: {root} holds no images (nor class subfolders)")
+        return RawData(train=FileSource(files, [0] * len(files), root), class_names=[UNLABELED_CLASS])
 
     def _attach_groups(self, raw: RawData) -> None:
         """data.groups_csv: each image's group from the metadata file (tl_lightning/data/groups.py)."""

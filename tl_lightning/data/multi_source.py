@@ -133,3 +133,4 @@ class MultiSourceDataModule(TransferDataModule):
         }
         # one head per source: each sample's logits restricted to its source's classes
         self.task = TaskDescription.from_split_info(names, self.group_names, self.split_info, class_masks)
+        self.setup_unlabeled()

@@ -203,11 +203,11 @@ class TextDataModule(TransferDataModule):
         ds = self.datasets[split]
         return [len(ds.transform(ds.source.sample(int(i)))) for i in ds.indices]
 
-    def train_dataloader(self) -> DataLoader:
+    def labelled_train_loader(self) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         if not self.cfg.get("bucketing", True) or (trainer is not None and trainer.world_size > 1) or \
                 self.cfg.get("sampler") == "balanced":
-            return super().train_dataloader()  # under DDP: Lightning's DistributedSampler, shuffled per epoch
+            return super().labelled_train_loader()  # under DDP: Lightning's DistributedSampler, shuffled per epoch
         sampler = BucketBatchSampler(self.lengths("train"), batch_size_for(self.cfg, "train"), self.cfg.seed)
         return DataLoader(self.datasets["train"], batch_sampler=sampler, num_workers=self.cfg.num_workers,
                           persistent_workers=self.cfg.num_workers > 0, collate_fn=self.preprocessing.collate,

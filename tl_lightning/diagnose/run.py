@@ -164,10 +164,10 @@ def gap(cfg: DictConfig, output_dir: str, choice: str) -> Dict[str, Any]:
             ref_cfg = validate_recorded_data(source.data_config, cfg.backbone.path)
             label = f"source {ref_cfg.name}"
         else:
-            if not ref.data:
-                raise ConfigError("reference.kind=data needs reference.data=<a data option, e.g. digits>; or "
-                                  "reference.kind=source|halves")
-            node = load_option("data", ref.data)
+            if isinstance(ref.data, str):
+                node = load_option("data", ref.data)
+            else:  # an option with overrides (the tool's config check saw it has a name): site B's folder
+                node = OmegaConf.merge(load_option("data", ref.data.name), ref.data)
             node.seed = cfg.seed
             ref_cfg = validate_data(node)
             label = ref_cfg.name

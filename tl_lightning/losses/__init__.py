@@ -4,7 +4,7 @@ Criteria register with ``@CRITERIA.register(name)``, term kinds with ``@LOSS_TER
 (tl_lightning/registry.py), each in its own file of this package.
 """
 
-from tl_lightning.losses import fairness  # noqa: F401  registers the demographic_parity and equalized_odds terms
+from tl_lightning.losses import adaptation, fairness, self_training  # noqa: F401  they register their term kinds
 from tl_lightning.losses.criteria import build_criterion
 from tl_lightning.losses.terms import LossTerm, build_terms, total_loss
 

@@ -1,7 +1,9 @@
 """Loss terms: each sees ``(module, batch, logits)``, returns a tensor (added to the loss and logged as
 ``train/<name>``) or None (nothing this step).
 
-Terms come from two places and combine: ``loss.terms.<name>: {kind: <registered kind>, ...}`` in the
+In a training step the batch also holds ``features`` (the labelled inputs' backbone features the head saw) and,
+with data.unlabeled, its ``unlabeled`` part (tl_lightning/data/unlabeled.py). Terms come from two places and
+combine: ``loss.terms.<name>: {kind: <registered kind>, ...}`` in the
 config, and ``Strategy.loss_terms()`` (EWC's and L2-SP's penalties). A new kind is a function
 registered with ``@LOSS_TERMS.register("kind")`` that takes (name, config node) and returns a LossTerm.
 """
@@ -9,7 +11,9 @@ registered with ``@LOSS_TERMS.register("kind")`` that takes (name, config node) 
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from omegaconf import OmegaConf
 
+from tl_lightning.config.terms import TERM_SCHEMAS
 from tl_lightning.errors import ConfigError, unknown_name
 from tl_lightning.registry import LOSS_TERMS
 
@@ -18,6 +22,10 @@ class LossTerm:
     """Base class; subclasses set ``name`` and implement ``__call__``."""
 
     name = "term"
+
+    def attach(self, feature_dim: int, num_classes: int) -> None:
+        """Called once the module knows its sizes, before training: a term with parameters of its own (an
+        ``nn.Module``, e.g. a domain classifier) builds them here; the module then trains and checkpoints them."""
 
     def __call__(self, module, batch, logits: torch.Tensor) -> Optional[torch.Tensor]:
         raise NotImplementedError
@@ -35,6 +43,8 @@ def build_terms(terms_cfg) -> List[LossTerm]:
                               f"{', '.join(LOSS_TERMS.names(discover=True)) or '(none)'}")
         if kind not in LOSS_TERMS.names(discover=True):
             raise unknown_name("loss term kind", kind, LOSS_TERMS.names(), f"loss.terms.{name}.kind")
+        if kind in TERM_SCHEMAS:  # the package's kinds: their node with the schema's defaults
+            node = OmegaConf.merge(OmegaConf.structured(TERM_SCHEMAS[kind]), node)
         terms.append(LOSS_TERMS.get(kind)(name, node))
     names = [t.name for t in terms]
     if len(set(names)) != len(names):

@@ -38,9 +38,14 @@ class PartialCheckpoints:
         raise NotImplementedError
 
 
+TERM_MODULES = "term_modules."  # the loss terms' own parameters (TransferModule.term_modules): always kept
+
+
 def checkpoint_state(strategy, module, state: Dict[str, Any]) -> Dict[str, Any]:
     """The part of ``state`` a checkpoint of this strategy holds."""
-    return strategy.checkpoint_keys(module, state) if isinstance(strategy, PartialCheckpoints) else state
+    if not isinstance(strategy, PartialCheckpoints):
+        return state
+    return {**strategy.checkpoint_keys(module, state), **{k: v for k, v in state.items() if k.startswith(TERM_MODULES)}}
 
 
 def checkpoint_size(module, path: str) -> Dict[str, Any]:
