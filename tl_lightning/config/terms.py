@@ -17,6 +17,11 @@ from tl_lightning.errors import ConfigError
 UNLABELED_HINT = "data.unlabeled={name: <data option>, <its overrides>} (e.g. experiment=fashion_mnist_m)"
 
 
+def at_least(ok: bool, key: str, valid: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {valid}, got {value}")
+
+
 @dataclass
 class TermConf:
     kind: str = MISSING
@@ -26,8 +31,7 @@ class TermConf:
 
     @classmethod
     def check_term(cls, node, root, key: str) -> None:
-        if node.weight < 0:
-            raise ConfigError(f"config key '{key}.weight': must be >= 0, got {node.weight}")
+        at_least(node.weight >= 0, f"{key}.weight", "must be >= 0", node.weight)
         if cls.needs_unlabeled and root is not None:
             data = root.data
             if not data.get("unlabeled"):
@@ -56,11 +60,8 @@ class MMDConf(TermConf):
     @classmethod
     def check_term(cls, node, root, key: str) -> None:
         super().check_term(node, root, key)
-        if node.kernels < 1:
-            raise ConfigError(f"config key '{key}.kernels': at least 1, got {node.kernels}")
-        if node.kernel_mul <= 1:
-            raise ConfigError(f"config key '{key}.kernel_mul': the ratio of neighbouring bandwidths, > 1, got "
-                              f"{node.kernel_mul}")
+        at_least(node.kernels >= 1, f"{key}.kernels", "at least 1", node.kernels)
+        at_least(node.kernel_mul > 1, f"{key}.kernel_mul", "the ratio of neighbouring bandwidths, > 1", node.kernel_mul)
 
 
 @dataclass
@@ -81,11 +82,8 @@ class AdversarialConf(TermConf):
     @classmethod
     def check_term(cls, node, root, key: str) -> None:
         super().check_term(node, root, key)
-        if node.hidden < 1:
-            raise ConfigError(f"config key '{key}.hidden': at least 1, got {node.hidden}")
-        if node.ramp < 0:
-            raise ConfigError(f"config key '{key}.ramp': >= 0 (0: the full reversal from the first step), "
-                              f"got {node.ramp}")
+        at_least(node.hidden >= 1, f"{key}.hidden", "at least 1", node.hidden)
+        at_least(node.ramp >= 0, f"{key}.ramp", ">= 0 (0: the full reversal from the first step)", node.ramp)
 
 
 @dataclass
@@ -108,10 +106,8 @@ class ImportanceConf(TermConf):
     @classmethod
     def check_term(cls, node, root, key: str) -> None:
         super().check_term(node, root, key)
-        if node.max_weight <= 1:
-            raise ConfigError(f"config key '{key}.max_weight': > 1, got {node.max_weight}")
-        if node.samples < 10:
-            raise ConfigError(f"config key '{key}.samples': at least 10 a side, got {node.samples}")
+        at_least(node.max_weight > 1, f"{key}.max_weight", "> 1", node.max_weight)
+        at_least(node.samples >= 10, f"{key}.samples", "at least 10 a side", node.samples)
         if root is not None and root.loss.name != "ce":
             raise ConfigError(f"{key} (kind importance) reweights cross-entropy; it needs loss=ce, got "
                               f"loss={root.loss.name}")
