@@ -11,6 +11,7 @@ from typing import ClassVar, Dict
 
 from omegaconf import MISSING, OmegaConf
 
+from tl_lightning.config import schema
 from tl_lightning.config.checks import check_in
 from tl_lightning.errors import ConfigError
 
@@ -135,8 +136,6 @@ class FixMatchConf(PseudoLabelConf):
         super().check_term(node, root, key)
         if root is None:
             return
-        from tl_lightning.config import schema
-
         if issubclass(OmegaConf.get_type(root.data) or object, schema.TextDataConf):
             raise ConfigError(f"{key} (kind fixmatch) needs a strong augmentation of each unlabelled sample, and "
                               "text has none: use adapt=pseudo_label (kind pseudo_label) for text")

@@ -67,6 +67,7 @@ class TransferDataModule(L.LightningDataModule):
         self.split_info: Dict[str, Any] = {}
         self.task: Optional[TaskDescription] = None  # built by setup (tl_lightning/task.py)
         # data.unlabeled: a second source whose labels are never read (tl_lightning/data/unlabeled.py)
+        self.as_unlabeled = False  # True: this is data.unlabeled's datamodule (UnlabeledData sets it)
         self.unlabeled: Optional[UnlabeledData] = UnlabeledData(cfg, preprocessing, paths) if cfg.get("unlabeled") \
             else None
 
@@ -215,6 +216,10 @@ class TransferDataModule(L.LightningDataModule):
         plain = ds.with_transform(self.preprocessing.transform(train=False), indices)
         return DataLoader(plain, batch_size=batch_size, shuffle=False, num_workers=self.cfg.num_workers,
                           collate_fn=self.preprocessing.collate, worker_init_fn=leave_stop_signals_to_main)
+
+    def eval_loader(self, split: str, limit: Optional[int] = None) -> DataLoader:
+        """``plain_loader`` at the evaluation batch size (data.eval_batch_size, else data.batch_size)."""
+        return self.plain_loader(split, batch_size_for(self.cfg, "test"), limit)
 
     def labelled_train_loader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

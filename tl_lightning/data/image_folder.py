@@ -115,7 +115,7 @@ class ImageFolderDataModule(TransferDataModule):
             raise DataError("data=image_folder needs data.root=<folder of class subfolders, or of train/ val/ test/>")
         if not os.path.isdir(root):
             raise DataError(f"data.root: no such directory: {root}")
-        if getattr(self, "allow_unlabeled_folder", False) and not _class_dirs(root):
+        if self.as_unlabeled and not _class_dirs(root):
             return self._unlabeled_folder(root)
         if os.path.isdir(os.path.join(root, "train")):
             train, names = scan_class_folders(os.path.join(root, "train"))

@@ -106,7 +106,7 @@ class UnlabeledData:
             self.datamodule = DATAMODULES.get(self.cfg.name)(self.cfg, preprocessing, paths)
         except ConfigError as exc:
             raise ConfigError(f"data.unlabeled: {exc}") from None
-        self.datamodule.allow_unlabeled_folder = True
+        self.datamodule.as_unlabeled = True  # a folder without class subfolders is then one pool
         self.labelled_classes: List[str] = []
         self.has_labels = False  # its val/test splits have the labelled data's classes
         self.info: Dict[str, Any] = {}
@@ -186,13 +186,10 @@ class TargetEvaluation(L.Callback):
     def oracle(self) -> bool:
         return any(m.startswith(TARGET_STAGE) for m in self.monitors)
 
-    def _loader(self, dm, split: str):
-        return dm.plain_loader(split, dm.cfg.eval_batch_size or dm.cfg.batch_size)
-
     def _accuracy(self, module, split: str) -> Dict[str, float]:
         from sklearn.metrics import f1_score
 
-        out = collect(lambda b: module(b["inputs"]), self._loader(self.unlabeled.datamodule, split), [module])
+        out = collect(lambda b: module(b["inputs"]), self.unlabeled.datamodule.eval_loader(split), [module])
         predicted, target = out["outputs"].argmax(-1).numpy(), out["target"].numpy()
         return {"acc": float((predicted == target).mean()) if len(target) else 0.0,
                 "f1_macro": float(f1_score(target, predicted, average="macro")) if len(target) else 0.0,
@@ -206,7 +203,7 @@ class TargetEvaluation(L.Callback):
         sides = []
         for dm, split in ((self.labelled, "test"), (target_dm, target_split)):
             limit = GAP_SAMPLES if len(dm.datasets[split]) > GAP_SAMPLES else None
-            loader = dm.plain_loader(split, dm.cfg.eval_batch_size or dm.cfg.batch_size, limit=limit)
+            loader = dm.eval_loader(split, limit)
             with module.raw_inputs():
                 sides.append(collect(lambda b: module.features(b["inputs"]), loader, [module])["outputs"]
                              .double().numpy())

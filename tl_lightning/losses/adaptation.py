@@ -257,7 +257,7 @@ class ImportanceTerm(nn.Module, LossTerm):
         sides = []
         with module.raw_inputs():
             for dm, limit in ((datamodule, None), (target, self.samples)):
-                loader = dm.plain_loader("train", dm.cfg.eval_batch_size or dm.cfg.batch_size, limit=limit)
+                loader = dm.eval_loader("train", limit)
                 sides.append(collect(lambda b: module.features(b["inputs"]), loader, [module]))
         ratio = density_ratio(sides[0]["outputs"].double().numpy(), sides[1]["outputs"].double().numpy(),
                               self.samples, self.max_weight, seed=datamodule.cfg.seed)
