@@ -18,7 +18,7 @@ from tl_lightning.losses.adaptation import (
     mmd2_multi_kernel,
     reverse_gradient,
 )
-from tl_lightning.losses.self_training import confident_labels
+from tl_lightning.losses.self_training import ALIGN_MOMENTUM, PseudoLabelTerm
 
 UNLABELED = "+data.unlabeled={name: synthetic, per_class: 12}"
 
@@ -54,9 +54,44 @@ def test_gradient_reversal_and_the_domain_loss():
     assert entropy_weights(logits).tolist() == pytest.approx([2.0, 1.5], rel=1e-4), "1 + exp(-H): H=0 and H=ln 2"
 
 
-def test_confident_labels_and_the_density_ratio():
-    labels, mask = confident_labels(torch.tensor([[5.0, 0.0], [0.1, 0.0]]), 0.95)
+def _term(**options):
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create({"weight": 1.0, "threshold": 0.95, "warmup": 0.0, "align": False, **options})
+    term = PseudoLabelTerm("pl", node)
+    term.attach(8, 2)
+    return term
+
+
+def test_confident_labels_distribution_alignment_warmup_and_the_density_ratio():
+    batch = {"target": torch.tensor([1, 1, 1, 0])}  # the labelled batch: class 1 three times in four
+    labels, mask = _term().confident_labels(batch, torch.tensor([[5.0, 0.0], [0.1, 0.0]]))
     assert labels.tolist() == [0, 0] and mask.tolist() == [1.0, 0.0]
+    # alignment: p * labelled mean / unlabelled mean, renormalised; both means move from uniform by 1 - momentum
+    term = _term(align=True, threshold=0.5)
+    logits = torch.tensor([[2.0, 0.0], [1.0, 0.0]])
+    p = torch.softmax(logits, -1)
+    step = 1 - ALIGN_MOMENTUM
+    labelled = 0.5 + step * (torch.tensor([0.25, 0.75]) - 0.5)
+    unlabelled = 0.5 + step * (p.mean(0) - 0.5)
+    aligned = p * labelled / unlabelled
+    aligned = aligned / aligned.sum(-1, keepdim=True)
+    labels, mask = term.confident_labels(batch, logits)
+    assert torch.allclose(term.labelled_mean, labelled) and torch.allclose(term.unlabelled_mean, unlabelled)
+    assert labels.tolist() == aligned.argmax(-1).tolist() and mask.tolist() == (aligned.max(-1).values >= 0.5).float().tolist()
+    for _ in range(500):  # class 0 predicted everywhere, class 1 labelled three times in four: class 1 wins
+        labels, _ = term.confident_labels(batch, torch.tensor([[1.0, 0.0]] * 4))
+    assert labels.tolist() == [1, 1, 1, 1]
+    term.eval()  # evaluation never moves the means
+    before = term.unlabelled_mean.clone()
+    term.confident_labels(batch, logits)
+    assert torch.equal(before, term.unlabelled_mean) and set(term.state_dict()) == {"labelled_mean", "unlabelled_mean"}
+    assert _term(warmup=0.5).scale(None) == 1.0 and _term().scale(None) == 1.0  # outside a fit: full weight
+
+    class Progress:  # 10 % through training, with a warm-up over its first quarter
+        _trainer = type("T", (), {"estimated_stepping_batches": 100, "global_step": 10})()
+
+    assert _term(warmup=0.25).scale(Progress()) == pytest.approx(0.4)
     rng = np.random.default_rng(0)
     source = np.concatenate([rng.normal(0, 1, (100, 2)), rng.normal(4, 1, (100, 2))])
     target = rng.normal(4, 1, (200, 2))
@@ -89,6 +124,7 @@ def test_the_unlabelled_stream_covers_every_sample_before_repeating_and_splits_o
     ([UNLABELED, "adapt=dann", "loss.terms.dann.weight=-1"], ["loss.terms.dann.weight", ">= 0"]),
     ([UNLABELED, "adapt=pseudo_label", "loss.terms.pseudo_label.threshold=1.5"], ["threshold", "(0, 1)"]),
     ([UNLABELED, "adapt=fixmatch", "loss.terms.fixmatch.threshold=0"], ["threshold", "(0, 1)"]),
+    ([UNLABELED, "adapt=pseudo_label", "loss.terms.pseudo_label.warmup=1.5"], ["warmup", "[0, 1]"]),
     ([UNLABELED, "adapt=mmd", "data.unlabeled_ratio=0"], ["unlabeled_ratio=0", ">= 1"]),
     ([UNLABELED, "data.unlabeled_ratio=-1"], ["data.unlabeled_ratio", ">= 0"]),
     (["optimized_metric=target_val/acc"], ["oracle", "data.unlabeled="]),
@@ -144,7 +180,8 @@ def test_dann_trains_on_both_sources_and_reports_the_target_and_the_gap(tmp_path
 def test_the_other_terms_train_together_and_an_oracle_is_marked(tmp_path):
     args = tiny() + [UNLABELED, "adapt=cdan_e", "+loss.terms.coral={kind: coral, weight: 0.5}",
                      "+loss.terms.mmd={kind: mmd, weight: 0.5}",
-                     "+loss.terms.pl={kind: pseudo_label, threshold: 0.3}", "optimized_metric=target_val/acc",
+                     "+loss.terms.pl={kind: pseudo_label, threshold: 0.3, align: true, warmup: 0.5}",
+                     "optimized_metric=target_val/acc",
                      "callbacks.model_checkpoint.monitor=target_val/acc"]
     _, summary = train_inprocess(args, tmp_path)
     assert summary["adaptation"]["selection"]["oracle"] is True and summary["optimized_metric"] == "target_val/acc"
@@ -203,3 +240,22 @@ def test_fashion_mnist_m_blends_each_garment_with_a_fixed_photo_patch(tmp_path):
     garment = a.train.images[0].astype(int)
     assert not np.array_equal(first[..., 0].astype(int), garment), "blended, not the plain garment"
     assert list(a.train.targets) == list(other.train.targets) and a.class_names[0] == "T-shirt/top"
+
+
+def test_every_adapt_preset_names_all_options_of_its_term():
+    """loss.terms.<name>.<option>=... works from the command line only for keys the preset has (loss.terms is a
+    free mapping, so Hydra knows no schema for it): each preset restates its term's options, unlike the groups of
+    test_config's one-source-of-truth test, and this test keeps the two in step."""
+    import dataclasses
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from tl_lightning.config.terms import TERM_SCHEMAS
+
+    presets = sorted((Path(__file__).parents[1] / "conf" / "adapt").glob("*.yaml"))
+    assert len(presets) == 9
+    for path in presets:
+        for name, node in OmegaConf.load(path).get("loss", {}).get("terms", {}).items():
+            options = {f.name for f in dataclasses.fields(TERM_SCHEMAS[node.kind])}
+            assert set(node) == options, (path.name, name)

@@ -119,12 +119,15 @@ class PseudoLabelConf(TermConf):
     """Cross-entropy on the unlabelled batch's own confident predictions (pseudo-labels)."""
 
     threshold: float = 0.95  # a prediction is used when its probability reaches this
+    warmup: float = 0.0  # the weight rises linearly from 0 over this share of training
+    align: bool = False  # distribution alignment: predictions rescaled to the labelled class frequencies
     needs_unlabeled: ClassVar[str] = "batches"
 
     @classmethod
     def check_term(cls, node, root, key: str) -> None:
         super().check_term(node, root, key)
         check_in(node.threshold, 0.0, 1.0, f"{key}.threshold", low_open=True, high_open=True)
+        check_in(node.warmup, 0.0, 1.0, f"{key}.warmup", high_open=False)
 
 
 @dataclass
