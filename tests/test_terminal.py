@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from helpers import ROOT, TEST_ENV
+from helpers import ROOT, TEST_ENV, tiny, train_inprocess
 
 # the default command on tiny inputs: the real Lite0 weights (finetune keeps BatchNorm in eval mode), Fashion-MNIST,
 # the W&B logger and the default progress bar, as `make train` runs them; 8 per class: 5 batches, as many as
@@ -53,6 +53,17 @@ def test_default_command_without_a_terminal_is_quiet_and_ends_with_the_table(tmp
     assert re.search(r"val/acc = \d\.\d{4}; summary in", proc.stdout), proc.stdout
     assert len(rest) <= 25, "\n".join(rest)
     assert "W&B            offline; upload: wandb sync " in proc.stdout
+
+
+def test_validation_by_steps_prints_one_line_per_validation(tmp_path, capsys):
+    """trainer.check_val_every_n_epoch=null: a line after each validation (not one per epoch with stale values)."""
+    train_inprocess(tiny() + ["trainer.max_epochs=-1", "trainer.max_steps=9", "trainer.val_check_interval=3",
+                              "trainer.check_val_every_n_epoch=null", "callbacks.rich_progress_bar.enabled=true",
+                              "callbacks.rich_progress_bar.interactive=false"], tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line for line in lines if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["3/9", "6/9", "9/9"], lines
+    assert all("val/acc" in line for line in steps) and not any(line.startswith("epoch ") for line in lines)
 
 
 def test_default_command_in_a_terminal_draws_the_live_bar_and_nothing_else_of_the_noise(tmp_path):

@@ -1,5 +1,6 @@
 """The Lightning Trainer from the ``trainer`` group, and the two model switches it carries."""
 
+import dataclasses
 import logging
 import os
 from typing import Any, Dict
@@ -7,14 +8,18 @@ from typing import Any, Dict
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tl_lightning.config.schema import MODEL_SWITCHES
+from tl_lightning.config.schema import MODEL_SWITCHES, TrainerConf
 
 log = logging.getLogger(__name__)
 
 
 def trainer_kwargs(cfg: DictConfig) -> Dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None and k not in MODEL_SWITCHES}
+    # null means "Lightning's default" where the schema's default is null, and is passed on where the user set a
+    # key to null against a default of the schema's (check_val_every_n_epoch=null: validate by steps alone)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainerConf)}
+    kwargs = {k: v for k, v in kwargs.items()
+              if (v is not None or defaults.get(k) is not None) and k not in MODEL_SWITCHES}
     if kwargs.get("precision") == "bf16-mixed" and kwargs.get("accelerator") in ("gpu", "cuda") \
             and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         log.warning("this GPU has no bf16; using precision=16-mixed instead")

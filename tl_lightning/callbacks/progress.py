@@ -38,7 +38,9 @@ class LiveBar(RichProgressBar):
 
 class EpochLines(ProgressBar):
     """``epoch 3/10  13 steps  2.9 s  train/loss 0.0982  val/loss 0.7050  val/acc 0.7970 ...`` after each epoch's
-    validation, and one line when testing ends; rank 0 only (Lightning disables progress bars elsewhere)."""
+    validation (``step 50/300  ...`` after each validation instead where it goes by steps,
+    trainer.check_val_every_n_epoch=null), and one line when testing ends; rank 0 only (Lightning disables progress
+    bars elsewhere)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,14 +65,26 @@ class EpochLines(ProgressBar):
         return {k: metric_text(v) for k, v in shown_metrics(self.get_metrics(trainer, pl_module)).items()}
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._started = time.time()
+        if trainer.check_val_every_n_epoch is not None or trainer.current_epoch == 0:
+            self._started = time.time()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Lightning runs the epoch-end validation before this hook, so the line has the epoch's val metrics too
+        if trainer.check_val_every_n_epoch is None:
+            return
         metrics = "  ".join(f"{k} {v}" for k, v in self._metrics(trainer, pl_module).items())
         steps = trainer.num_training_batches
-        self._line(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {steps} steps  "
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        self._line(f"epoch {trainer.current_epoch + 1}{total}  {steps} steps  "
                    f"{time.time() - self._started:.1f} s  {metrics}".rstrip())
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.check_val_every_n_epoch is not None or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        metrics = "  ".join(f"{k} {v}" for k, v in self._metrics(trainer, pl_module).items())
+        total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
+        self._line(f"step {trainer.global_step}{total}  {time.time() - self._started:.1f} s  {metrics}".rstrip())
+        self._started = time.time()
 
     def on_test_start(self, trainer, pl_module) -> None:
         self._started = time.time()

@@ -625,8 +625,8 @@ class TrainerConf:
     limit_test_batches: Optional[float] = None
     overfit_batches: float = 0.0
     fast_dev_run: Any = False
-    val_check_interval: Optional[float] = None
-    check_val_every_n_epoch: Optional[int] = 1
+    val_check_interval: Any = None  # a share of an epoch (float <= 1), a step count (int), or a duration
+    check_val_every_n_epoch: Optional[int] = 1  # null: validate every val_check_interval steps, across epochs
     num_sanity_val_steps: Optional[int] = None
     log_every_n_steps: Optional[int] = None
     accumulate_grad_batches: int = 1
@@ -658,6 +658,16 @@ class TrainerConf:
         if tr.max_epochs == 0 or tr.max_epochs < -1 or (tr.max_epochs == -1 and tr.max_steps <= 0 and not tr.max_time):
             raise ConfigError(f"config key 'trainer.max_epochs': must be >= 1 (or -1 with trainer.max_steps or "
                               f"trainer.max_time), got {tr.max_epochs}")
+        interval = tr.val_check_interval
+        if isinstance(interval, bool) or not (interval is None or isinstance(interval, (int, float, str))) or \
+                (isinstance(interval, (int, float)) and interval <= 0) or \
+                (isinstance(interval, float) and interval > 1):
+            raise ConfigError(f"config key 'trainer.val_check_interval': {interval} is not valid; valid: a share of "
+                              "an epoch in (0, 1], a number of steps (an integer), or a duration 'DD:HH:MM:SS'")
+        if tr.check_val_every_n_epoch is None and not isinstance(interval, (int, str)):
+            raise ConfigError("config key 'trainer.check_val_every_n_epoch': null validates every "
+                              "trainer.val_check_interval steps, which must then be an integer number of steps (or a "
+                              f"duration), got {interval}")
         if tr.accelerator in ("gpu", "cuda") and not gpu_visible():
             raise ConfigError(f"trainer.accelerator={tr.accelerator} but this machine has no GPU; use trainer=cpu "
                               "(or trainer=ddp_cpu for two processes)")
