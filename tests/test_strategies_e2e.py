@@ -110,6 +110,8 @@ def test_killed_run_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_one(tm
     assert a["test"] == b["test"] and a["val"] == b["val"] and a["strategy_info"] == b["strategy_info"]
     if strategy == "progressive":
         assert a["adaptation"]["target_test"] == b["adaptation"]["target_test"]
+        # the gap before training is the first start's (kept in the checkpoint), not the resumed model's
+        assert a["adaptation"]["feature_gap"] == b["adaptation"]["feature_gap"]
     full_lines, cut_lines = _digests(full / "dg")["rank0.sha256"], _digests(cut / "dg")["rank0.sha256"]
     assert cut_lines[0].startswith("epoch=2") and cut_lines == full_lines[2:]  # epoch 2 and the end
     if strategy == "ewc":

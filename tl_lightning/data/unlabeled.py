@@ -17,7 +17,7 @@ samples before and after training (``TargetEvaluation``; summary.json's ``adapta
 import hashlib
 import logging
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import lightning as L
 import torch
@@ -181,6 +181,7 @@ class TargetEvaluation(L.Callback):
         self.unlabeled, self.labelled = unlabeled, labelled
         self.monitors: List[str] = []
         self.section: Dict[str, Any] = {}
+        self.restored_before: Optional[Dict[str, Any]] = None  # the gap before training, from a resumed checkpoint
 
     @property
     def oracle(self) -> bool:
@@ -211,9 +212,17 @@ class TargetEvaluation(L.Callback):
             return {}
         mmd = mmd2_permutation(sides[0], sides[1], GAP_PERMUTATIONS, seed=0)
         pad = proxy_a_distance(sides[0], sides[1], seed=0)
-        return {"mmd2": mmd["mmd2"], "mmd_p_value": mmd["p_value"], "proxy_a_distance": pad["proxy_a_distance"],
-                "domain_accuracy": pad["domain_accuracy"], "samples": [len(s) for s in sides],
-                "target_split": target_split}
+        return {"mmd2": float(mmd["mmd2"]), "mmd_p_value": float(mmd["p_value"]),
+                "proxy_a_distance": float(pad["proxy_a_distance"]), "domain_accuracy": float(pad["domain_accuracy"]),
+                "samples": [len(s) for s in sides], "target_split": target_split}
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The gap before training goes into checkpoints: a resumed run reports the first start's, not the gap of
+        the model it resumes."""
+        return {"feature_gap_before": self.section["feature_gap"]["before"]} if self.section else {}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.restored_before = state_dict.get("feature_gap_before")
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.monitors = [m for m in (getattr(cb, "monitor", None) for cb in trainer.callbacks) if isinstance(m, str)]
@@ -224,7 +233,8 @@ class TargetEvaluation(L.Callback):
                         "selection": {"monitor": trainer.checkpoint_callback.monitor if trainer.checkpoint_callback
                                       else None, "oracle": self.oracle,
                                       "uses_target_labels": self.oracle},
-                        "feature_gap": {"before": self._gap(pl_module)}}
+                        "feature_gap": {"before": self.restored_before if self.restored_before is not None
+                                                   else self._gap(pl_module)}}
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if self.oracle and not trainer.sanity_checking:
