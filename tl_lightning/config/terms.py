@@ -100,7 +100,7 @@ class ImportanceConf(TermConf):
     """Labelled samples weighted by p(target | x) / p(source | x) from a domain classifier on the backbone's
     features at the start of training (instance-based transfer)."""
 
-    max_weight: float = 10.0  # weights are clipped here, then scaled to mean 1
+    max_weight: float = 10.0  # no weight exceeds this; their mean is 1
     samples: int = 2000  # at most this many samples a side fit the domain classifier
     needs_unlabeled: ClassVar[str] = "data"
 

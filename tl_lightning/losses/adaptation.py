@@ -219,7 +219,10 @@ class ConditionalAdversarialTerm(DomainAdversarialTerm):
 def density_ratio(source: np.ndarray, target: np.ndarray, fit_samples: int, max_weight: float,
                   seed: int = 0) -> np.ndarray:
     """p(target | x) / p(source | x) x n_s / n_t of each source sample, from a logistic domain classifier fitted on
-    at most ``fit_samples`` a side; clipped at ``max_weight``, then scaled to mean 1."""
+    at most ``fit_samples`` a side, as weights of mean 1 of which none exceeds ``max_weight``: min(c x ratio,
+    max_weight) with c found by bisection. (Clipping the raw ratios before scaling them to mean 1 does not bound
+    them where the domains are nearly separable: most ratios are tiny and the few large ones end far above the
+    clip.)"""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -231,8 +234,12 @@ def density_ratio(source: np.ndarray, target: np.ndarray, fit_samples: int, max_
     y = np.concatenate([np.zeros(len(fit_s)), np.ones(len(fit_t))])
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(x, y)
     p = np.clip(classifier.predict_proba(source)[:, 1], 1e-6, 1 - 1e-6)
-    ratio = np.minimum(p / (1 - p) * len(fit_s) / len(fit_t), max_weight)
-    return ratio / ratio.mean()
+    ratio = p / (1 - p) * len(fit_s) / len(fit_t)
+    low, high = 0.0, max_weight / ratio.min()  # mean(min(c x ratio, max_weight)) rises from 0 to max_weight > 1
+    for _ in range(200):
+        scale = (low + high) / 2
+        low, high = (scale, high) if np.minimum(scale * ratio, max_weight).mean() < 1 else (low, scale)
+    return np.minimum(high * ratio, max_weight)
 
 
 class ImportanceTerm(nn.Module, LossTerm):
