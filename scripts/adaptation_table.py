@@ -50,7 +50,7 @@ def main(sweeps) -> None:
     print("| run | target test % (mean ± std) | per seed | source test % | PAD before -> after | MMD² after | "
           "p vs source only | wall time |")
     print("|---|---|---|---|---|---|---|---|")
-    for method, runs in sorted(rows.items(), key=lambda kv: (baseline_of(kv[0]), kv[0] != baseline_of(kv[0]))):
+    for method, runs in sorted(rows.items(), key=lambda kv: (baseline_of(kv[0]), kv[0] != baseline_of(kv[0]), kv[0])):
         runs.sort(key=lambda r: r["seed"])
         target = np.array([r["target"] for r in runs])
         base = [r["target"] for r in rows.get(baseline_of(method), [])]
