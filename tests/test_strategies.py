@@ -181,7 +181,7 @@ def test_progressive_plateau_ends_a_phase():
 
 
 def test_lp_ft_probe_then_everything_at_ft_lr():
-    module = make_module("lp_ft", lr=1e-2, mult=1.0, lp_epochs=2, ft_lr=1e-4)
+    module = make_module("lp_ft", probe="sgd", lr=1e-2, mult=1.0, lp_epochs=2, ft_lr=1e-4)
     s = module.strategy
     assert not any(_frozen_state(module).values())
     assert _scheduled_lrs(module, 0)["head"] == pytest.approx(1e-2)
@@ -193,7 +193,7 @@ def test_lp_ft_probe_then_everything_at_ft_lr():
 
 
 def test_lp_ft_head_keeps_its_own_lr_in_the_fine_tuning_phase_with_ft_head_lr():
-    module = make_module("lp_ft", lr=1e-2, mult=1.0, lp_epochs=2, ft_lr=1e-4, ft_head_lr=1e-3)
+    module = make_module("lp_ft", probe="sgd", lr=1e-2, mult=1.0, lp_epochs=2, ft_lr=1e-4, ft_head_lr=1e-3)
     module.strategy.advance(module, 2, 5)
     lrs = _scheduled_lrs(module, 6)
     assert lrs["head"] == pytest.approx(1e-3) and lrs["backbone.layer4"] == pytest.approx(1e-4)
@@ -370,13 +370,13 @@ def _lrs_over(module, steps, advance_at=None, total=100, max_epochs=10):
 
 def test_lp_ft_restart_schedule_gives_each_phase_its_own_cosine():
     # 100 steps, 10 epochs: 2 probe epochs (20 steps) at lr 1e-2, then everything at ft_lr 1e-3 for 80 steps
-    restart = _lrs_over(make_module("lp_ft", lr=1e-2, lp_epochs=2, ft_lr=1e-3, phase_schedule="restart"), 100, 20)
+    restart = _lrs_over(make_module("lp_ft", probe="sgd", lr=1e-2, lp_epochs=2, ft_lr=1e-3, phase_schedule="restart"), 100, 20)
     cosine = lambda t, n: 0.5 * (1 + math.cos(math.pi * t / n))  # noqa: E731
     assert restart[0][0] == pytest.approx(1e-2) and restart[10][0] == pytest.approx(1e-2 * cosine(10, 20))
     assert restart[19][1] == 0.0  # the backbone is frozen while probing
     assert restart[20][0] == pytest.approx(1e-3) and restart[20][1] == pytest.approx(1e-3)  # a fresh start
     assert restart[60][1] == pytest.approx(1e-3 * cosine(40, 80))
-    flat = _lrs_over(make_module("lp_ft", lr=1e-2, lp_epochs=2, ft_lr=1e-3), 100, 20)  # phase_schedule=global
+    flat = _lrs_over(make_module("lp_ft", probe="sgd", lr=1e-2, lp_epochs=2, ft_lr=1e-3), 100, 20)  # phase_schedule=global
     assert flat[20][1] == pytest.approx(1e-3 * cosine(20, 100))  # the run's one cosine: already decayed
     assert flat[60][1] == pytest.approx(1e-3 * cosine(60, 100))
 

@@ -25,10 +25,13 @@ def test_every_strategy_on_the_embedded_backbone(tmp_path):
         _, summaries[strategy] = train_inprocess(base + [f"strategy={strategy}"], tmp_path / strategy)
     head_params = 1280 * 10 + 10
     for name, summary in summaries.items():
-        assert summary["global_step"] == 4 * 3, name
+        # the L-BFGS probe solves the head on the cached features; one epoch (3 batches) scores and checkpoints it
+        assert summary["epochs_run"] == (1 if name == "linear_probe" else 4), name
+        assert summary["global_step"] == (3 if name == "linear_probe" else 4 * 3), name
         trainable = summary["params"]["trainable"]
-        # counted when training starts: the staged strategies begin with the head alone
-        assert trainable == (head_params if name in ("linear_probe", "lp_ft", "progressive") else 3_383_818), name
+        # counted when training starts: the staged strategies begin with the head alone (LP-FT's probe is fitted
+        # before the first step, so it fine-tunes everything from the start)
+        assert trainable == (head_params if name in ("linear_probe", "progressive") else 3_383_818), name
     from omegaconf import OmegaConf
 
     from tl_lightning.backbones.registry import build_backbone
@@ -38,7 +41,10 @@ def test_every_strategy_on_the_embedded_backbone(tmp_path):
     progressive = summaries["progressive"]["strategy_info"]
     assert progressive["phase"] == 3  # one more top group every epoch
     assert progressive["trainable_units"] == [g.name for g in reversed(groups)][:3]
-    assert summaries["lp_ft"]["strategy_info"]["phase"] == 1  # 3 probe epochs, then fine-tuning
+    lp_ft = summaries["lp_ft"]["strategy_info"]
+    assert lp_ft["phase"] == 0 and lp_ft["probe"]["probe"] == "lbfgs"  # the probe's fit, then one fine-tuning phase
+    probe = summaries["linear_probe"]["strategy_info"]
+    assert probe["probe"] == "lbfgs" and probe["C"] in [row["C"] for row in probe["grid"]]
     assert summaries["ewc"]["strategy_info"]["fisher_from"] == "target"
     assert summaries["linear_probe"]["feature_cache"] == "miss"  # features computed once, then the head trains
     for name in ("ewc", "l2sp"):  # the strategy's penalty is a loss term logged under its name
@@ -51,9 +57,10 @@ def test_source_to_target_chaining_reports_forgetting(tmp_path):
     train_inprocess(TINY + ["strategy=finetune", "data.classes=[0,1]"], src)
     for strategy in ("ewc", "linear_probe"):
         run = tmp_path / strategy
+        augment = ["data.augment=basic"] if strategy == "ewc" else []  # the probe caches (strategy.augment=none)
         _, summary = train_inprocess(TINY + [f"strategy={strategy}", "backbone=checkpoint",
                                              f"backbone.path={src}/checkpoints/best.ckpt", "data.classes=[2,3]",
-                                             "data.augment=basic"], run)
+                                             *augment], run)
         source = summary["source"]
         assert source["classes"] == ["class0", "class1"] and summary["class_names"] == ["class2", "class3"]
         assert source["forgetting"] == pytest.approx(source["acc_before"] - source["acc_after"])
@@ -88,10 +95,12 @@ def test_killed_run_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_one(tm
     """Only the killed run needs a process of its own (SIGKILL); the uninterrupted reference and the resumed
     run train in this process, with the same single thread."""
     bn = ["strategy.bn=freeze_stats"] if strategy == "ewc" else []  # the policy holds across the resume too
+    # ewc also averages its weights (EMA): the average, its update count and the training weights resume exactly
+    ema = ["callbacks.weight_averaging.enabled=true", "callbacks.weight_averaging.decay=0.9"] if strategy == "ewc" else []
     # progressive also adapts to unlabelled data (DANN): its domain classifier and the unlabelled stream resume too
     dann = ["+data.unlabeled={name: synthetic, per_class: 12}", "adapt=dann"] if strategy == "progressive" else []
     args = TINY + [f"strategy={strategy}", "trainer.max_epochs=3", "trainer.deterministic=true", "data.augment=basic",
-                   "backbone.head_dropout=0.3", "callbacks.early_stopping.enabled=false", *bn, *dann]
+                   "backbone.head_dropout=0.3", "callbacks.early_stopping.enabled=false", *bn, *dann, *ema]
     full, cut = tmp_path / "full", tmp_path / "cut"
     probe = "+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {}}}"
     caplog.set_level(logging.INFO, logger="tl_lightning")
@@ -115,6 +124,7 @@ def test_killed_run_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_one(tm
     full_lines, cut_lines = _digests(full / "dg")["rank0.sha256"], _digests(cut / "dg")["rank0.sha256"]
     assert cut_lines[0].startswith("epoch=2") and cut_lines == full_lines[2:]  # epoch 2 and the end
     if strategy == "ewc":
+        assert a["weight_averaging"] == b["weight_averaging"] and a["weight_averaging"]["updates"] == 12
         assert "EWC Fisher from" in first and "EWC Fisher from" not in again  # restored, not recomputed
         # bn=freeze_stats: the random-init running statistics (mean 0, var 1) are still there after the resume
         final = torch.load(cut / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]

@@ -44,10 +44,10 @@ def _checksum(tensors: Dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def extract(backbone, datamodule, batch_size: int) -> Dict[str, torch.Tensor]:
-    """Features of every split with the eval transform: {split}_{x,target,group,index} tensors."""
+def extract(backbone, datamodule, batch_size: int, splits=SPLITS) -> Dict[str, torch.Tensor]:
+    """Features of the splits with the eval transform: {split}_{x,target,group,index} tensors."""
     out = {}
-    for split in SPLITS:
+    for split in splits:
         got = collect(lambda b: backbone(b["inputs"]), datamodule.plain_loader(split, batch_size), [backbone])
         out[f"{split}_x"] = got["outputs"]
         for key in KEYS[1:]:

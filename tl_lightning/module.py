@@ -21,7 +21,7 @@ from tl_lightning.losses import build_criterion, build_terms, total_loss
 from tl_lightning.metrics import StageMetrics, log_stage_end
 from tl_lightning.optim import build_optimizer, build_scheduler
 from tl_lightning.strategies.base import Strategy
-from tl_lightning.strategies.capabilities import OwnTrainingLoss, PartialCheckpoints, checkpoint_state
+from tl_lightning.strategies.capabilities import OwnTrainingLoss, PartialCheckpoints, SolvedHead, checkpoint_state
 from tl_lightning.task import TaskDescription
 
 
@@ -135,6 +135,8 @@ class TransferModule(L.LightningModule):
         self.train_acc.update(logits.detach().argmax(-1), batch["target"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
+        if isinstance(self.strategy, SolvedHead) and self.strategy.head_solved:
+            return None  # scored only: Lightning skips backward and the optimizer step
         return loss
 
     def _eval_step(self, batch, metrics: StageMetrics) -> torch.Tensor:

@@ -19,6 +19,9 @@ KNOWN_WARNINGS = (
     (r"Found \d+ module\(s\) in eval mode at the start of training", None,
      "the strategy puts them there on purpose (strategy.bn=freeze_stats, a frozen backbone); the harness's model "
      "line (callbacks.model_summary) says how many and why"),
+    (r"`training_step` returned `None`", None,
+     "on purpose while the L-BFGS linear probe's solved head is scored but not stepped (strategy.probe=lbfgs); the "
+     "harness's own strategies return a loss otherwise"),
 )
 
 # Lightning's INFO lines (logger lightning.pytorch.utilities.rank_zero) that describe nothing about the run

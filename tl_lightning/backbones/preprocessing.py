@@ -53,9 +53,15 @@ def build_transform(spec: InputSpec, augment: str, train: bool) -> v2.Compose:
         aug = [v2.RandomResizedCrop(spec.size, scale=(0.7, 1.0), interpolation=interp, antialias=True),
                v2.RandomHorizontalFlip()]
         return v2.Compose(head + aug + tail)
-    # the geometric operations of TrivialAugment take nearest or bilinear on tensors (image tensors, as arrays
-    # become): bilinear where the backbone's resize is bicubic
+    # the geometric operations of the automatic policies take nearest or bilinear on tensors (image tensors, as
+    # arrays become): bilinear where the backbone's resize is bicubic
     warp = interp if interp in (InterpolationMode.NEAREST, InterpolationMode.BILINEAR) else InterpolationMode.BILINEAR
+    crop_flip = [v2.RandomResizedCrop(spec.size, scale=(0.7, 1.0), interpolation=interp, antialias=True),
+                 v2.RandomHorizontalFlip()]
+    if augment == "randaugment":  # basic's crop and flip, then RandAugment (2 operations at magnitude 9)
+        return v2.Compose(head + crop_flip + [v2.RandAugment(num_ops=2, magnitude=9, interpolation=warp)] + tail)
+    if augment == "autoaugment":  # basic's crop and flip, then AutoAugment's ImageNet policy
+        return v2.Compose(head + crop_flip + [v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET, interpolation=warp)] + tail)
     aug = [v2.RandomResizedCrop(spec.size, scale=(0.25, 1.0), interpolation=interp, antialias=True),
            v2.RandomHorizontalFlip(), v2.TrivialAugmentWide(interpolation=warp)]
     return v2.Compose(head + aug + tail + [v2.RandomErasing(p=0.25)])

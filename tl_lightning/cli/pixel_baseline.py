@@ -1,8 +1,11 @@
 """The non-deep baseline: multinomial logistic regression on raw pixels (image data) or on TF-IDF word and
-bigram features (text data), on exactly a harness run's splits.
+bigram features (text data), on exactly a harness run's splits; with ``--features``, scikit-learn's logistic
+regression on the backbone's frozen features (the very cache ``strategy=linear_probe`` fits on), the reference the
+harness's L-BFGS probe is measured against.
 
     tl-pixel-baseline --out logs/budget_fashion/pixels --budgets 5,20,100,500 --seeds 0,1,2
     python scripts/pixel_baseline.py --out <dir> --budgets 20 --seeds 0 data=digits
+    python scripts/pixel_baseline.py --features --out logs/probe/sklearn --seeds 0,1,2 data=fortunes
 
 The data config is composed exactly as ``train.py`` composes it (same overrides), so the labelled budget, the
 validation set and the test set are the ones a training run with the same seed uses (summary.json records the
@@ -81,24 +84,61 @@ def fit_and_score(dm, c_grid=None, seed: int = 0):
             "test/f1_macro": float(f1_score(yte, pred, average="macro", labels=labels, zero_division=0))}, c
 
 
-def run_one(overrides, out_dir: Path) -> dict:
+def fit_features(cfg):
+    """scikit-learn's LogisticRegression on the run's cached frozen features, C from the probe's grid chosen on val
+    as the probe chooses it (accuracy, then validation loss); returns (metrics, C, datamodule)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    from tl_lightning.backbones.registry import build_backbone
+    from tl_lightning.data.base import batch_size_for
+    from tl_lightning.data.registry import build_datamodule
+    from tl_lightning.features import load_or_build
+
+    backbone = build_backbone(cfg.backbone, pretrained=cfg.backbone.pretrained, image_size=cfg.data.get("image_size"))
+    dm = build_datamodule(cfg.data, backbone.preprocessing, cfg.paths.data_dir)
+    dm.setup("fit")
+    t, _how = load_or_build(backbone, dm, cfg.paths.cache_dir, batch_size_for(cfg.data, "test"))
+    (xtr, ytr), (xva, yva), (xte, yte) = ((t[f"{s}_x"].double().numpy(), t[f"{s}_target"].numpy())
+                                          for s in ("train", "val", "test"))
+    grid = cfg.strategy.get("probe_grid") or [round(10.0 ** (k / 2), 6) for k in range(-8, 9)]
+    best = None
+    for c in grid:
+        model = LogisticRegression(C=c, max_iter=5000).fit(xtr, ytr)
+        proba = model.predict_proba(xva)
+        key = ((proba.argmax(1) == yva).mean(), np.log(proba[np.arange(len(yva)), yva] + 1e-12).mean())
+        if best is None or key > best[0]:
+            best = (key, c, model)
+    (val_acc, _), c, model = best
+    pred = model.predict(xte)
+    return {"val/acc": float(val_acc), "test/acc": float((pred == yte).mean()),
+            "test/f1_macro": float(f1_score(yte, pred, average="macro", labels=list(range(dm.num_classes)),
+                                            zero_division=0))}, c, dm, backbone.name
+
+
+def run_one(overrides, out_dir: Path, on_features: bool = False) -> dict:
     from tl_lightning.backbones.preprocessing import ImagePreprocessing, InputSpec
     from tl_lightning.compose import compose_config
     from tl_lightning.data.registry import build_datamodule
 
     start = time.time()
     cfg = compose_config(list(overrides), output_dir=str(out_dir))
-    if cfg.backbone.kind in ("hf", "minilm"):  # the datamodule wants the backbone's modality; texts stay raw here
+    if on_features:
+        metrics, c, dm, backbone = fit_features(cfg)
+        kind, strategy = backbone, "sklearn_logreg"
+    elif cfg.backbone.kind in ("hf", "minilm"):  # the datamodule wants the backbone's modality; texts stay raw here
         from tl_lightning.backbones.registry import build_backbone
 
         prep = build_backbone(cfg.backbone, pretrained=False).preprocessing
     else:  # the spec only matters for the transforms, which this baseline does not use (it reads raw samples)
         prep = ImagePreprocessing(InputSpec(size=28, mean=(0.5,), std=(0.5,)))
-    dm = build_datamodule(cfg.data, prep, cfg.paths.data_dir)
-    dm.setup("fit")
-    metrics, c = fit_and_score(dm, seed=cfg.seed)
-    kind = "tfidf" if dm.modality == "text" else "pixels"
-    summary = {"backbone": kind, "backbone_kind": "baseline", "strategy": f"{kind}_logreg", "dataset": cfg.data.name,
+    if not on_features:
+        dm = build_datamodule(cfg.data, prep, cfg.paths.data_dir)
+        dm.setup("fit")
+        metrics, c = fit_and_score(dm, seed=cfg.seed)
+        kind = "tfidf" if dm.modality == "text" else "pixels"
+        strategy = f"{kind}_logreg"
+    summary = {"backbone": kind, "backbone_kind": "baseline", "strategy": strategy, "dataset": cfg.data.name,
                "samples_per_class": cfg.data.samples_per_class, "seed": cfg.seed, "num_classes": dm.num_classes,
                "class_names": dm.class_names, "split": dm.split_info, "chosen_C": c, "best_score": metrics["val/acc"],
                "val": {"val/acc": metrics["val/acc"]}, "test": {k: v for k, v in metrics.items() if k.startswith("test/")},
@@ -114,6 +154,8 @@ def main(argv=None) -> int:
     parser.add_argument("--budgets", type=int_list, default=None, help="labels per class, comma-separated "
                         "(default: the config's data.samples_per_class)")
     parser.add_argument("--seeds", type=int_list, default=[0], help="comma-separated (default 0)")
+    parser.add_argument("--features", action="store_true", help="logistic regression on the backbone's frozen "
+                        "features (the linear probe's cache) instead of pixels / TF-IDF")
     parser.add_argument("overrides", nargs="*", help="train.py overrides for the data (e.g. data=digits)")
     args = parser.parse_args(argv)
     from tl_lightning.errors import TLError
@@ -122,7 +164,7 @@ def main(argv=None) -> int:
         for budget in args.budgets or [None]:
             for seed in args.seeds:
                 extra = [f"seed={seed}"] + ([f"data.samples_per_class={budget}"] if budget is not None else [])
-                s = run_one(args.overrides + extra, args.out / f"spc{budget_name(budget)}_s{seed}")
+                s = run_one(args.overrides + extra, args.out / f"spc{budget_name(budget)}_s{seed}", args.features)
                 print(f"{s['dataset']} labels/class={s['samples_per_class']} seed={seed}: val {100 * s['val']['val/acc']:.1f} "
                       f"test {100 * s['test']['test/acc']:.1f} (C={s['chosen_C']}, {s['wall_time_s']} s)")
     except TLError as exc:

@@ -68,7 +68,8 @@ def _sortable(value):
 
 
 def aggregate(summaries, metrics, by=()):
-    """One row per (backbone, dataset, strategy, budget, *by) with mean/std over seeds of each metric."""
+    """One row per (backbone, dataset, strategy, budget, *by) with mean/std over its runs (seeds, and the folds of
+    ``data.folds`` runs: ``-m data.fold=0,1,2,3,4`` gives one row over the five folds) of each metric."""
     groups = defaultdict(list)
     for s in summaries:
         values = {m: metric_of(s, m) for m in metrics}
@@ -120,7 +121,7 @@ def compare_with_scratch(table, metric: str) -> list:
 def markdown(table, metrics, by=()) -> str:
     compared = any("vs_scratch" in r for r in table)
     lines = ["| backbone | dataset | strategy | labels/class | " + "".join(f"{k} | " for k in by)
-             + " | ".join(f"{m} % (mean ± std)" for m in metrics) + (" | vs scratch" if compared else "") + " | seeds |",
+             + " | ".join(f"{m} % (mean ± std)" for m in metrics) + (" | vs scratch" if compared else "") + " | runs |",
              "|---|---|---|---|" + "---|" * (len(by) + len(metrics) + compared) + "---|"]
     for r in table:
         budget = "all" if r["samples_per_class"] is None else r["samples_per_class"]

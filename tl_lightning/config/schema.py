@@ -43,6 +43,7 @@ class BackboneConf:
     weights: Optional[str] = None  # a state-dict file to load instead of the published weights
     path: Optional[str] = None  # kind=checkpoint: a checkpoint of this harness (<run dir>/checkpoints/best.ckpt)
     head_dropout: float = 0.0  # dropout before the new classification head
+    drop_path_rate: float = 0.0  # stochastic depth of timm backbones (kind timm, efficientnet_lite0): 0 = off
     in_chans: Optional[int] = None  # image channels the model takes (1: grayscale); null: the model's own (3)
     # text backbones (kind=hf|minilm) only:
     max_length: Optional[int] = None  # tokens per text (special tokens included); null: min(128, the model's limit)
@@ -58,6 +59,10 @@ class BackboneConf:
         if bb.max_length is not None and bb.max_length < 8:
             raise ConfigError(f"config key 'backbone.max_length': must be >= 8 tokens, got {bb.max_length}")
         check_in(bb.head_dropout, 0.0, 1.0, "backbone.head_dropout")
+        check_in(bb.drop_path_rate, 0.0, 1.0, "backbone.drop_path_rate")
+        if bb.drop_path_rate and bb.kind not in DROP_PATH_KINDS:
+            raise ConfigError(f"backbone.drop_path_rate={bb.drop_path_rate}: stochastic depth comes with timm backbones "
+                              f"(kind {', '.join(DROP_PATH_KINDS)}), not backbone.kind={bb.kind}")
         if bb.kind == "checkpoint":
             if not bb.path:
                 raise ConfigError("backbone=checkpoint needs backbone.path=<run dir>/checkpoints/best.ckpt")
@@ -93,6 +98,10 @@ class DataConf:
     seed: int = 0  # split seed; conf/train.yaml links it to the run's seed
     samples_per_class: Optional[int] = None  # labeled budget per class; null = all
     val_fraction: float = 0.1  # of the training pool, stratified
+    # k-fold cross-validation: the pool (what is left after the test split) in `folds` stratified, seeded folds;
+    # fold `fold` is the validation set and the labelled budget is drawn from the others; the test set is unchanged
+    folds: Optional[int] = None
+    fold: int = 0
     test_fraction: float = 0.2  # only for datasets without an official test split
     eval_per_class: Optional[int] = None  # cap on val and test samples per class
     classes: Optional[List[Any]] = None  # keep a subset of classes (ids or names)
@@ -128,6 +137,12 @@ class DataConf:
         if data.num_workers < 0:
             raise ConfigError(f"config key 'data.num_workers': must be >= 0 (0: load in the main process), "
                               f"got {data.num_workers}")
+        if data.folds is not None and data.folds < 2:
+            raise ConfigError(f"config key 'data.folds': at least 2 folds (or null: one val split), got {data.folds}")
+        if data.folds is None and data.fold != 0:
+            raise ConfigError(f"data.fold={data.fold} picks one of data.folds: set data.folds=<K>, e.g. data.folds=5")
+        if data.folds is not None and not 0 <= data.fold < data.folds:
+            raise ConfigError(f"config key 'data.fold': 0 .. {data.folds - 1} for data.folds={data.folds}, got {data.fold}")
         for key in ("val_fraction", "test_fraction"):
             if not 0.0 < data[key] < 1.0:
                 raise ConfigError(f"config key 'data.{key}': must be between 0 and 1, got {data[key]}")
@@ -162,7 +177,8 @@ class DataConf:
             raise ConfigError(f"data.root: {folder}: {what} (data={data.name}){cls.root_hint}")
 
 
-AUGMENT_PRESETS = ("none", "basic", "strong")
+AUGMENT_PRESETS = ("none", "basic", "strong", "randaugment", "autoaugment")
+DROP_PATH_KINDS = ("timm", "efficientnet_lite0")
 
 
 @dataclass
@@ -183,7 +199,9 @@ class ImageDataConf(DataConf):
     """Image datasets: the backbone's preprocessing resizes to image_size and augments."""
 
     image_size: Optional[int] = None  # input resolution; null = the backbone's native size
-    augment: str = "basic"  # none | basic | strong
+    # none | basic (crop, flip) | strong (wide crops, TrivialAugment, erasing) | randaugment | autoaugment (basic + the
+    # policy); unset: what the strategy trains with (strategy.augment; linear_probe: none, so features are cached)
+    augment: str = "${oc.select:strategy.augment,basic}"
     shortcut: ShortcutConf = field(default_factory=ShortcutConf)
 
     @classmethod
@@ -192,6 +210,8 @@ class ImageDataConf(DataConf):
 
     @classmethod
     def check(cls, data, root=None) -> None:
+        if root is not None and data.augment == root.strategy.get("augment") and data.augment not in AUGMENT_PRESETS:
+            check_choice(data.augment, AUGMENT_PRESETS, "strategy.augment")  # data.augment follows it
         check_choice(data.augment, AUGMENT_PRESETS, "data.augment")
         check_positive(data.image_size, "data.image_size")
         check_choice(data.shortcut.kind, SHORTCUT_KINDS, "data.shortcut.kind")
@@ -340,9 +360,13 @@ class StrategyConf:
     # BatchNorm layers of the trained backbone: train (statistics re-estimated on the target, affine trains) |
     # freeze_stats (eval mode: running statistics untouched; affine trains) | freeze (neither)
     bn: str = "train"
+    # the training augmentation of image data when data.augment is not given (data.augment follows it): each strategy
+    # states what it trains best with (linear_probe: none, so its features are cached)
+    augment: str = "basic"
 
     @classmethod
     def check(cls, st, root=None) -> None:
+        check_choice(st.augment, AUGMENT_PRESETS, "strategy.augment")
         check_positive(st.lr, "strategy.lr", allow_none=False)
         if st.backbone_lr_mult < 0:
             raise ConfigError(f"config key 'strategy.backbone_lr_mult': must be >= 0 (0: the backbone does not move), "
@@ -367,11 +391,56 @@ class ScratchConf(StrategyConf):
             raise ConfigError(f"strategy=scratch starts from random weights; drop backbone.weights={root.backbone.weights}")
 
 
+PROBE_FITS = ("lbfgs", "sgd")
+
+
+@dataclass
+class ProbeFitConf:
+    """How a linear probe is fitted (linear_probe, and LP-FT's probe phase): tl_lightning/strategies/lbfgs_probe.py."""
+
+    # lbfgs: an L2-regularised logistic regression to convergence on the frozen features, C chosen on validation |
+    # sgd: the head trains with the run's optimizer, batch by batch
+    probe: str = "lbfgs"
+    # C values (scikit-learn's: C x the summed loss + ||W||^2 / 2), 10^-4 .. 10^4 in half decades
+    probe_grid: List[float] = field(default_factory=lambda: [round(10.0 ** (k / 2), 6) for k in range(-8, 9)])
+    probe_max_iter: int = 1000  # L-BFGS iterations per C at most
+
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        check_choice(st.probe, PROBE_FITS, "strategy.probe")
+        if not st.probe_grid or any(not isinstance(c, (int, float)) or c <= 0 for c in st.probe_grid):
+            raise ConfigError(f"config key 'strategy.probe_grid': a non-empty list of positive C values (e.g. "
+                              f"[0.1,1,10]), got {list(st.probe_grid)}")
+        check_positive(st.probe_max_iter, "strategy.probe_max_iter", allow_none=False)
+        if st.probe == "lbfgs" and root is not None and root.loss.name == "group_dro":
+            raise ConfigError("strategy.probe=lbfgs fits the head to the whole training split at once; loss=group_dro "
+                              "reweights groups batch by batch: use strategy.probe=sgd")
+
+
 @in_config_store("strategy", "schema_linear_probe")
 @dataclass
-class LinearProbeConf(StrategyConf):
+class LinearProbeConf(StrategyConf, ProbeFitConf):
     backbone_lr_mult: float = 0.0  # unused: the backbone does not train
-    cache_features: bool = True  # with data.augment=none: compute features once, train the head on them
+    augment: str = "none"  # deterministic training samples: the features are computed once and cached
+    cache_features: bool = True  # with data.augment=none: compute features once, fit the head on them
+
+    @classmethod
+    def check(cls, st, root=None) -> None:
+        if st.probe != "lbfgs" or root is None:
+            return
+        why = None
+        if not st.cache_features:
+            why = "strategy.cache_features=false"
+        elif root.data.get("augment", "none") != "none":
+            why = f"data.augment={root.data.augment} changes the training samples every epoch"
+        elif root.data.get("sampler", "random") != "random":
+            why = (f"data.sampler={root.data.sampler} reweights batches, which a full-batch fit does not see (a "
+                   "long-tail loss such as loss=class_balanced weighs the classes in the fit)")
+        elif root.loss.terms:
+            why = f"loss terms ({', '.join(root.loss.terms)}) are computed batch by batch"
+        if why:
+            raise ConfigError(f"strategy.probe=lbfgs fits the head once on cached features, but {why}: use "
+                              "strategy.probe=sgd (or drop that setting)")
 
 
 @dataclass
@@ -433,7 +502,8 @@ class ProgressiveConf(PhasedConf):
 
 @in_config_store("strategy", "schema_lp_ft")
 @dataclass
-class LPFTConf(PhasedConf):
+class LPFTConf(PhasedConf, ProbeFitConf):
+    # strategy.probe=sgd only (lbfgs fits the probe before the first step and every epoch fine-tunes):
     lp_epochs: Optional[int] = 3  # linear-probe epochs (null: until the metric plateaus)
     lp_patience: Optional[int] = None  # end the probe phase after this many epochs without improvement
     ft_lr: float = 1e-4  # lr of the backbone in the fine-tuning phase
@@ -829,6 +899,88 @@ class SaliencyConf:
 
 
 @dataclass
+class WeightAveragingConf:
+    """Averaged weights, validated, checkpointed and tested in place of the training ones
+    (tl_lightning/callbacks/weight_averaging.py)."""
+
+    _target_: str = "tl_lightning.callbacks.weight_averaging.AveragedWeights"
+    enabled: bool = False
+    kind: str = "ema"  # ema: moving average after every step | swa: equal average of the epoch ends from start_epoch
+    decay: float = 0.998  # ema: the average's decay per step (with warmup: min(decay, (1 + n) / (10 + n)))
+    warmup: bool = True  # ema: the decay ramps up over the first updates (timm's ModelEmaV3)
+    start_step: int = 0  # ema: first optimizer step averaged
+    start_epoch: Optional[int] = None  # swa: first epoch averaged (null: the last quarter of trainer.max_epochs)
+
+    @classmethod
+    def check(cls, wa, root=None) -> None:
+        check_choice(wa.kind, WEIGHT_AVERAGING_KINDS, "callbacks.weight_averaging.kind")
+        check_in(wa.decay, 0.0, 1.0, "callbacks.weight_averaging.decay")
+        if wa.start_step < 0 or (wa.start_epoch is not None and wa.start_epoch < 0):
+            raise ConfigError("callbacks.weight_averaging.start_step / start_epoch: >= 0, got "
+                              f"{wa.start_step} / {wa.start_epoch}")
+        if not wa.enabled or root is None:
+            return
+        st = root.strategy
+        if st.name == "linear_probe" and st.get("probe") == "lbfgs":
+            raise ConfigError("callbacks.weight_averaging averages optimizer steps; strategy=linear_probe with "
+                              "strategy.probe=lbfgs solves the head without any (use strategy.probe=sgd, or drop it)")
+        if root.callbacks.fairness.enabled and root.callbacks.fairness.action == "rollback":
+            raise ConfigError("callbacks.fairness.action=rollback restores the training weights of an earlier epoch, "
+                              "which callbacks.weight_averaging replaces by their average: use action=warn or stop")
+
+
+WEIGHT_AVERAGING_KINDS = ("ema", "swa")
+
+
+@dataclass
+class TemperatureScalingConf:
+    """One temperature fitted on the best checkpoint's validation logits once fit ends, folded into its head, so test,
+    eval, predict and export give calibrated probabilities (tl_lightning/callbacks/calibration.py)."""
+
+    _target_: str = "tl_lightning.callbacks.calibration.TemperatureScaling"
+    enabled: bool = False
+
+
+# criteria that take soft targets (class probabilities), as Mixup / CutMix give
+SOFT_TARGET_CRITERIA = ("ce", "class_balanced", "logit_adjusted", "balanced_softmax")
+
+
+@dataclass
+class MixupConf:
+    """Mixup / CutMix of each training batch of images with soft targets (tl_lightning/callbacks/mixup.py)."""
+
+    _target_: str = "tl_lightning.callbacks.mixup.MixupCutmix"
+    enabled: bool = False
+    mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing ratio of Mixup (0: no Mixup)
+    cutmix_alpha: float = 0.0  # Beta(alpha, alpha) area ratio of CutMix (0: no CutMix)
+    prob: float = 1.0  # share of batches mixed
+    switch_prob: float = 0.5  # with both alphas > 0: share of the mixed batches that use CutMix
+    seed: int = "${seed}"
+
+    @classmethod
+    def check(cls, mix, root=None) -> None:
+        for key in ("mixup_alpha", "cutmix_alpha"):
+            if mix[key] < 0:
+                raise ConfigError(f"config key 'callbacks.mixup.{key}': >= 0 (0: off), got {mix[key]}")
+        check_in(mix.prob, 0.0, 1.0, "callbacks.mixup.prob", high_open=False)
+        check_in(mix.switch_prob, 0.0, 1.0, "callbacks.mixup.switch_prob", high_open=False)
+        if not mix.enabled or root is None:
+            return
+        if mix.mixup_alpha == 0 and mix.cutmix_alpha == 0:
+            raise ConfigError("callbacks.mixup.enabled=true mixes nothing with mixup_alpha=0 and cutmix_alpha=0: set "
+                              "one of them (e.g. callbacks.mixup.mixup_alpha=0.2)")
+        if root.loss.name not in SOFT_TARGET_CRITERIA:
+            raise ConfigError(f"callbacks.mixup gives soft targets, which loss={root.loss.name} cannot take; use one "
+                              f"of {', '.join(SOFT_TARGET_CRITERIA)}")
+        if "augment" not in root.data:
+            raise ConfigError(f"callbacks.mixup mixes images; data={root.data.name} is text")
+        if root.strategy.name in ("linear_probe", "protonet"):
+            what = "cached features" if root.strategy.name == "linear_probe" else "episodes"
+            raise ConfigError(f"callbacks.mixup mixes the images of ordinary training batches; strategy="
+                              f"{root.strategy.name} trains on {what}")
+
+
+@dataclass
 class CallbacksConf:
     model_checkpoint: ModelCheckpointConf = field(default_factory=ModelCheckpointConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
@@ -840,11 +992,16 @@ class CallbacksConf:
     collapse: CollapseConf = field(default_factory=CollapseConf)
     plateau: PlateauConf = field(default_factory=PlateauConf)
     saliency: SaliencyConf = field(default_factory=SaliencyConf)
+    weight_averaging: WeightAveragingConf = field(default_factory=WeightAveragingConf)
+    temperature_scaling: TemperatureScalingConf = field(default_factory=TemperatureScalingConf)
+    mixup: MixupConf = field(default_factory=MixupConf)
     # any further Lightning callbacks, each a {_target_: ..., ...} node
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def check(cls, cb, root=None) -> None:
+        WeightAveragingConf.check(cb.weight_averaging, root)
+        MixupConf.check(cb.mixup, root)
         for key in ("model_checkpoint", "early_stopping", "fairness", "plateau"):
             check_choice(cb[key].mode, ("min", "max"), f"callbacks.{key}.mode")
         fairness = cb.fairness

@@ -23,13 +23,14 @@ from tl_lightning.data.splits import (
     check_labels,
     duplicate_free,
     fingerprint,
+    fold_split,
     label_map_for,
     long_tail_budget,
     per_class_subset,
     stratified_split,
 )
 from tl_lightning.data.unlabeled import TargetEvaluation, UnlabeledData, joined_batch
-from tl_lightning.errors import ConfigError
+from tl_lightning.errors import ConfigError, DataError
 from tl_lightning.task import TaskDescription
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,14 @@ class TransferDataModule(L.LightningDataModule):
         else:
             test_idx = kept_indices(raw.test)
         val_source, val_idx = raw.val, None
-        if raw.val is None:
+        folds = cfg.get("folds")
+        if folds is not None:  # k-fold: validation is fold data.fold of the pool, the budget comes from the others
+            if raw.val is not None:
+                raise DataError(f"data.folds={folds}: data={self.name} has its own validation split; k-fold draws "
+                                "validation from the training pool (a dataset without a val split, e.g. class folders)")
+            pool, val_idx = fold_split(pool, labels(raw.train, pool), folds, cfg.fold, cfg.seed + 1, self.class_names)
+            val_source = raw.train
+        elif raw.val is None:
             pool, val_idx = stratified_split(pool, labels(raw.train, pool), cfg.val_fraction, cfg.seed + 1, "val",
                                              self.class_names)
             val_source = raw.train
@@ -151,6 +159,8 @@ class TransferDataModule(L.LightningDataModule):
             "class_counts": {k: class_counts(v.targets, self.num_classes) for k, v in self.datasets.items()},
             "fingerprint": fingerprint(train_idx, val_idx, test_idx),
         }
+        if folds is not None:
+            self.split_info["folds"] = {"k": folds, "fold": cfg.fold}
         if duplicates["removed"] or any(m is not None for m in unique):
             self.split_info["duplicates"] = duplicates  # only sources that can be checked (files) report it
         shortcut = cfg.get("shortcut")

@@ -29,6 +29,23 @@ def stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, s
     return np.sort(rest), np.sort(held)
 
 
+def fold_split(indices: np.ndarray, labels: np.ndarray, k: int, fold: int, seed: int,
+               class_names: Sequence[str] = ()) -> Tuple[np.ndarray, np.ndarray]:
+    """(the other folds, fold ``fold``) of a seeded, stratified partition of ``indices`` into ``k`` folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(labels, minlength=len(class_names))
+    present = counts[counts > 0]
+    if len(present) and present.min() < k:
+        c = int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))
+        name = class_names[c] if c < len(class_names) else str(c)
+        raise DataError(f"data.folds={k}: class '{name}' has {counts[c]} sample(s) in the training pool, fewer than the "
+                        f"folds; use data.folds<={counts[c]} or leave the class out with data.classes")
+    parts = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(indices, labels))
+    rest, held = parts[fold]
+    return np.sort(indices[rest]), np.sort(indices[held])
+
+
 def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class, seed: int,
                      class_names: Sequence[str], what: str, strict: bool) -> np.ndarray:
     """Draw ``per_class`` indices of each class by seed (an int, or one count per class).

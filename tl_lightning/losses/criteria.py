@@ -36,6 +36,13 @@ class WeightedCrossEntropy(nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.is_floating_point() and self.weight is not None:
+            # soft targets (Mixup): normalised by the targets' total weight, as PyTorch normalises hard labels, so a
+            # one-hot target gives the hard-label loss
+            k = logits.shape[-1]
+            soft = target * (1.0 - self.label_smoothing) + self.label_smoothing / k
+            weighted = soft * self.weight
+            return -(weighted * F.log_softmax(logits, dim=-1)).sum() / (target * self.weight).sum()
         return F.cross_entropy(logits, target, weight=self.weight, label_smoothing=self.label_smoothing)
 
 

@@ -56,8 +56,8 @@ def total_loss(criterion, terms: List[LossTerm], module, batch, logits) -> Tuple
     """criterion + every term that answers; returns (loss, {part name: value}) for logging."""
     if getattr(criterion, "uses_groups", False):  # Group DRO weighs the batch's groups
         loss = criterion(logits, batch["target"], batch.get("group"))
-    else:
-        loss = criterion(logits, batch["target"])
+    else:  # soft targets (Mixup / CutMix, callbacks.mixup) where the batch has them
+        loss = criterion(logits, batch.get("soft_target", batch["target"]))
     parts = {"criterion": loss}
     for term in terms:
         value = term(module, batch, logits)

@@ -23,6 +23,14 @@ class WrapsData:
         raise NotImplementedError
 
 
+class SolvedHead:
+    """The strategy solves for the head before fit (the L-BFGS linear probe on cached features). While
+    ``head_solved``, training batches are scored but not stepped, and fit ends after the epoch that validates and
+    checkpoints the solution."""
+
+    head_solved = False
+
+
 class PartialCheckpoints:
     """Checkpoints hold part of the module's state (adapters and head, not the frozen base)."""
 
