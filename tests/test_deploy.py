@@ -137,6 +137,57 @@ def test_predict_a_folder_lists_every_input_and_matches_the_model(test_images, t
         assert row["error"] == ""
 
 
+def test_predict_with_flip_tta_averages_the_image_and_its_mirror(test_images, tmp_path):
+    """tta=flip: each image's probabilities are the mean of the plain model's on the image and on its mirror (the
+    mirrored files are written and predicted without TTA), and tta=crops scores 10 views."""
+    import csv
+
+    from PIL import Image
+
+    from tl_lightning.deploy.predict import predict
+    from tl_lightning.deploy.tta import ViewAveraged, with_tta
+
+    model, test, folder, names = test_images
+    mirrored = tmp_path / "mirrored"
+    mirrored.mkdir()
+    for name in names:
+        Image.open(name).transpose(Image.FLIP_LEFT_RIGHT).save(mirrored / name.name)
+
+    def probabilities(spec, out, tta):
+        predict(model, str(spec), str(out), top_k=len(model.class_names), batch_size=4, progress=False, tta=tta)
+        return {os.path.basename(r["input"]): {r[f"top{i}_label"]: float(r[f"top{i}_prob"])
+                                               for i in range(1, len(model.class_names) + 1)}
+                for r in csv.DictReader(out.open()) if not r["error"]}
+
+    plain = probabilities(folder / "*.png", tmp_path / "plain.csv", "none")
+    mirror = probabilities(mirrored, tmp_path / "mirror.csv", "none")
+    tta = probabilities(folder / "*.png", tmp_path / "tta.csv", "flip")
+    assert sorted(tta) == sorted(name.name for name in names)
+    for name, probs in tta.items():
+        for label, p in probs.items():
+            assert p == pytest.approx((plain[name][label] + mirror[name][label]) / 2, abs=1e-4)
+    assert any(abs(plain[n][c] - tta[n][c]) > 1e-3 for n in tta for c in tta[n])  # the mirror changed something
+    crops = with_tta(model, "crops", "image")
+    assert isinstance(crops, ViewAveraged) and len(crops.views) == 10
+    batch = torch.stack([test[k]["inputs"] for k in range(2)])
+    with torch.no_grad():
+        assert torch.allclose(crops(batch).exp().sum(-1), torch.ones(2), atol=1e-5)  # log of a mean probability
+    assert with_tta(model, "none", "image") is model
+    with pytest.raises(ConfigError, match="tta=flip averages flipped and cropped views of images; .* takes text"):
+        with_tta(model, "flip", "text")
+
+
+def test_eval_with_tta_records_it_and_scores_the_views(image_run, tmp_path):
+    from tl_lightning.deploy.evaluate import evaluate
+
+    ckpt = image_run[0] / "checkpoints" / "best.ckpt"
+    result = evaluate(tool_config("eval", [f"ckpt_path={ckpt}", "logger=csv", "progress_bar=false", "tta=flip"],
+                                  tmp_path), str(tmp_path))
+    assert result["tta"] == "flip" and result["split"] == "test"
+    assert 0.0 <= result["test"]["test/acc"] <= 1.0
+    assert result["test"]["test/loss"] != pytest.approx(image_run[1]["test"]["test/loss"], abs=1e-6)
+
+
 def test_predict_bad_inputs(test_images, tmp_path):
     from tl_lightning.deploy.predict import predict
 
@@ -265,6 +316,8 @@ def test_bad_checkpoints_are_one_line(image_run, tmp_path):
 @pytest.mark.parametrize("name,args,message", [
     ("eval", [], "config key 'ckpt_path' has no value"),
     ("eval", ["ckpt_path={good}", "split=dev"], "config key 'split': 'dev' is not valid"),
+    ("eval", ["ckpt_path={good}", "tta=mirror"], "config key 'tta': 'mirror' is not valid; valid: none, flip, crops"),
+    ("predict", ["ckpt_path={good}", "input={tmp}", "tta=ten"], "config key 'tta': 'ten' is not valid"),
     ("predict", ["ckpt_path={good}", "input={tmp}/nothing"], "input: no such file or folder"),
     ("predict", ["ckpt_path={good}", "input={tmp}", "top_k=0"], "config key 'top_k': must be a positive number"),
     ("export", ["ckpt_path={good}", "format=tflite"], "config key 'format': 'tflite' is not valid"),

@@ -25,7 +25,7 @@ def recorded_data_overrides(argv: List[str]) -> List[str]:
 
 def check(cfg: DictConfig) -> DictConfig:
     """The config merged into its schema and checked (its data once the checkpoint's recorded data is known)."""
-    from tl_lightning.config.schema import EVAL_SPLITS, EvalConf
+    from tl_lightning.config.schema import EVAL_SPLITS, TTA_MODES, EvalConf
     from tl_lightning.config.validate import check_choice, validate_tool_config
 
     data = cfg.data
@@ -33,6 +33,7 @@ def check(cfg: DictConfig) -> DictConfig:
     cfg = validate_tool_config(cfg, EvalConf)
     cfg.data = data
     check_choice(cfg.split, EVAL_SPLITS, "split")
+    check_choice(cfg.tta, TTA_MODES, "tta")
     return cfg
 
 

@@ -16,12 +16,13 @@ log = logging.getLogger("tl_lightning")
 
 
 def check(cfg: DictConfig) -> DictConfig:
-    from tl_lightning.config.schema import PredictConf
-    from tl_lightning.config.validate import check_positive, validate_tool_config
+    from tl_lightning.config.schema import TTA_MODES, PredictConf
+    from tl_lightning.config.validate import check_choice, check_positive, validate_tool_config
 
     cfg = validate_tool_config(cfg, PredictConf)
     for key in ("top_k", "batch_size"):
         check_positive(cfg[key], key, allow_none=False)
+    check_choice(cfg.tta, TTA_MODES, "tta")
     from tl_lightning.rundir import check_output
 
     check_output(cfg.output, "output", {"the checkpoint": cfg.ckpt_path, "the input": cfg.input})
@@ -40,7 +41,7 @@ def task(cfg: DictConfig) -> None:
 
     result = predict(load(cfg.ckpt_path), cfg.input, cfg.output, top_k=cfg.top_k, batch_size=cfg.batch_size,
                      num_workers=cfg.num_workers, device=cfg.device, text_column=cfg.text_column,
-                     progress=cfg.progress_bar)
+                     progress=cfg.progress_bar, tta=cfg.tta)
     log.info("%d input(s): %d predicted, %d unreadable (listed with the reason) on %s; wrote %s", result["inputs"],
              result["predicted"], result["unreadable"], result["device"], result["output"])
 

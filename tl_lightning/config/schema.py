@@ -1085,6 +1085,7 @@ class EvalConf(CheckpointTaskConf):
     logger: LoggerConf = field(default_factory=LoggerConf)
     confusion_matrix: bool = True  # <run dir>/confusion_test.png and the loggers
     progress_bar: bool = True
+    tta: str = "none"  # test-time augmentation of images: none | flip (2 views) | crops (5 crops x 2 flips)
     task_name: str = "eval"
 
 
@@ -1098,6 +1099,7 @@ class PredictConf(CheckpointTaskConf):
     num_workers: int = 2
     device: str = "auto"  # auto (the GPU when there is one) | cpu | cuda | cuda:<n>
     progress_bar: bool = True
+    tta: str = "none"  # test-time augmentation of images: none | flip (2 views) | crops (5 crops x 2 flips)
     task_name: str = "predict"
 
 
@@ -1154,6 +1156,7 @@ REFERENCE_KINDS = ("data", "source", "halves")
 FEATURE_SPLITS = ("train", "val", "test")
 EXPORT_FORMATS = ("onnx", "torchscript")
 EVAL_SPLITS = ("auto", "test", "val", "train", "all")
+TTA_MODES = ("none", "flip", "crops")  # tl_lightning/deploy/tta.py
 BN_POLICIES = ("train", "freeze_stats", "freeze")
 PHASE_SCHEDULES = ("global", "restart")
 PROGRESSIVE_SCHEDULES = ("epochs", "plateau", "phases")

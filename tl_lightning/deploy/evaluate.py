@@ -24,6 +24,7 @@ from tl_lightning.context import DataPaths
 from tl_lightning.data import build_datamodule
 from tl_lightning.data.all_samples import all_samples, all_samples_task
 from tl_lightning.data.base import batch_size_for
+from tl_lightning.deploy.tta import with_tta
 from tl_lightning.errors import ConfigError, DataError
 from tl_lightning.inference import InferenceModel, load
 from tl_lightning.loggers import build_loggers, finish_wandb, log_lines_once
@@ -122,6 +123,7 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
     if target_map != list(range(len(model.class_names))):  # class masks index the run's own label space only
         task = task.without_masks()
     module = EvalModule(model, target_map, task)
+    module.model = with_tta(model, cfg.get("tta", "none"), model.preprocessing.modality)
     if cfg.trainer.channels_last and datamodule.modality == "image":
         module.channels_last = True
         module.to(memory_format=torch.channels_last)
@@ -155,6 +157,7 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
         "split_info": datamodule.split_info,
         **test_sections(metrics),
         "samples": len(dataset),
+        "tta": cfg.get("tta", "none"),
         "wall_time_s": round(time.time() - start, 2),
     }
     if trainer.is_global_zero:

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tl_lightning.atomic import atomic_write
 from tl_lightning.batch import sample, to_device
 from tl_lightning.data.text import read_table, read_text_file
+from tl_lightning.deploy.tta import with_tta
 from tl_lightning.errors import ConfigError, DataError
 from tl_lightning.inference import InferenceModel
 
@@ -130,14 +131,16 @@ def pick_device(name: str) -> torch.device:
 
 def predict(model: InferenceModel, spec: str, output: str, top_k: int = 3, batch_size: int = 64,
             num_workers: int = 0, device: str = "auto", text_column: str = "text",
-            progress: bool = True) -> Dict[str, Any]:
-    """Write the predictions CSV; returns counts. No readable input at all is an error (nothing written)."""
+            progress: bool = True, tta: str = "none") -> Dict[str, Any]:
+    """Write the predictions CSV; returns counts. No readable input at all is an error (nothing written).
+    ``tta``: none, or the views whose probabilities are averaged (tl_lightning/deploy/tta.py)."""
     from tqdm import tqdm
 
     items = gather_inputs(spec, model.preprocessing.modality, text_column)
     target = os.path.realpath(output)
     if any(os.path.realpath(name.rsplit(":", 1)[0]) == target or os.path.realpath(name) == target for name, _ in items):
         raise ConfigError(f"output={output} is one of the inputs this command reads; write to another file")
+    net = with_tta(model, tta, model.preprocessing.modality)
     dev = pick_device(device)
     model.to(dev)
     k = max(1, min(top_k, len(model.class_names)))
@@ -152,7 +155,7 @@ def predict(model: InferenceModel, spec: str, output: str, top_k: int = 3, batch
                 rows[index] = [items[index][0], "", "", *([""] * (2 * k)), error]
             if batch is None:
                 continue
-            probs = torch.softmax(model(to_device(batch, dev)["inputs"]).float(), dim=-1).cpu()
+            probs = torch.softmax(net(to_device(batch, dev)["inputs"]).float(), dim=-1).cpu()
             top_p, top_i = probs.topk(k, dim=-1)
             for j, index in enumerate(batch["index"].tolist()):
                 tops = [v for c, p in zip(top_i[j].tolist(), top_p[j].tolist()) for v in (model.class_names[c], f"{p:.6f}")]
