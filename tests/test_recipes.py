@@ -75,6 +75,14 @@ def test_swa_is_the_equal_average_of_the_epoch_ends_from_start_epoch():
     assert torch.allclose(model.layer.weight, torch.stack(record.epochs[1:]).mean(0), atol=1e-6)
 
 
+def test_before_the_first_swa_update_the_training_weights_are_validated_and_kept():
+    """A run that ends before start_epoch (early stopping, a short run) keeps its training weights, never the
+    empty average's copy of the initial ones."""
+    model, record = _fit(AveragedWeights(kind="swa", start_epoch=5), epochs=2)
+    assert torch.equal(model.layer.weight, record.epochs[-1])
+    assert not torch.allclose(model.layer.weight, Toy().layer.weight)
+
+
 def test_temperature_scaling_lowers_the_nll_of_an_overconfident_model():
     from tl_lightning.callbacks.calibration import fit_temperature, fold_into_head, scores
 

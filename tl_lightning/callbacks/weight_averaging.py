@@ -1,6 +1,7 @@
 """Averaged weights (``callbacks.weight_averaging``): an exponential moving average of the weights after every
 optimizer step (EMA, with timm's warm-up of the decay), or the equal average of the weights at the end of each epoch
-from ``start_epoch`` on (SWA), on top of Lightning's ``WeightAveraging`` (torch's ``AveragedModel``).
+from ``start_epoch`` on (SWA), on top of Lightning's ``WeightAveraging`` (torch's ``AveragedModel``). Until the
+first update (SWA before ``start_epoch``) the training weights are validated, checkpointed and kept.
 
 The averaged weights are the ones validated, checkpointed (best.ckpt and last.ckpt's ``state_dict``) and tested;
 last.ckpt also keeps the training weights (``current_model_state``) and the averaging state, so a resumed run goes on
@@ -55,8 +56,13 @@ class AveragedWeights(WeightAveraging):
             return step_idx is not None and step_idx >= self.start_step
         return epoch_idx is not None and epoch_idx >= self.start_epoch
 
+    def _has_average(self) -> bool:
+        """At least one update: before it (SWA before start_epoch, EMA before start_step) the training weights are
+        the ones validated, checkpointed and kept."""
+        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
     def _swap_in(self, pl_module) -> None:
-        if self._average_model is not None and not self._swapped:
+        if self._has_average() and not self._swapped:
             self._swap_models(pl_module)
             self._swapped = True
 
@@ -89,10 +95,19 @@ class AveragedWeights(WeightAveraging):
     def on_train_end(self, trainer, pl_module) -> None:
         if self._swapped:  # the model already holds the averaged weights
             self._swapped = False
-        else:
+        elif self._has_average():
             self._copy_average_to_current(pl_module)
+        else:
+            log.warning("weight averaging: fit ended before the first update (%s); the training weights are kept",
+                        f"start_epoch {self.start_epoch}" if self.kind == "swa" else f"start_step {self.start_step}")
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: Dict[str, Any]) -> None:
+        if self._average_model is not None and not self._has_average():
+            # nothing averaged yet: the training weights are the model's; the (empty) average's state for resume
+            checkpoint["current_model_state"] = checkpoint["state_dict"]
+            checkpoint["averaging_state"] = {k: v for k, v in self._average_model.state_dict().items()
+                                             if not k.startswith("module.")}
+            return None
         if self._average_model is None or not self._swapped:
             return super().on_save_checkpoint(trainer, pl_module, checkpoint)
         # swapped: state_dict already holds the averaged weights; the training ones are in the averaged model's copy
