@@ -181,7 +181,7 @@ def int_list(text: str):
 
 
 def budget_name(budget) -> str:
-    return "all" if budget is None else str(budget)
+    return "default" if budget is None else str(budget)  # None: the config's data.samples_per_class
 
 
 def run() -> None:
