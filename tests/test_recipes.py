@@ -204,3 +204,28 @@ def test_a_run_with_mixup_and_cutmix_trains_on_mixed_batches(tmp_path):
     _, summary = train_inprocess(TINY + ["trainer.max_epochs=1", "callbacks.mixup.enabled=true",
                                          "callbacks.mixup.cutmix_alpha=1.0"], tmp_path)
     assert summary["mixup"]["mixed_batches"] >= 3 and summary["test"]["test/acc"] >= 0
+
+
+def test_the_lbfgs_probe_is_scikit_learns_logistic_regression():
+    """For each C the fit is scikit-learn's L2 multinomial logistic regression (same parameterisation, bias not
+    penalised), and the grid's choice is the C with the best validation accuracy."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tl_lightning.strategies.lbfgs_probe import fit_logistic
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=g) * 1.5
+    y = torch.randint(0, 3, (240,), generator=g)
+    x = centres[y] + torch.randn(240, 8, generator=g)
+    (tx, ty), (vx, vy) = (x[:120], y[:120]), (x[120:], y[120:])
+    for c in (0.01, 1.0, 100.0):
+        fit = fit_logistic(tx, ty, vx, vy, 3, [c], tol=1e-8)
+        ref = LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(tx.double().numpy(), ty.numpy())
+        assert torch.allclose(fit["weight"].double(), torch.from_numpy(ref.coef_), atol=2e-3), c
+        assert torch.allclose(fit["bias"].double(), torch.from_numpy(ref.intercept_), atol=2e-3), c
+    grid = [0.001, 0.01, 0.1, 1.0, 10.0]
+    fit = fit_logistic(tx, ty, vx, vy, 3, grid)
+    accs = [LogisticRegression(C=c, max_iter=10_000).fit(tx.numpy(), ty.numpy()).score(vx.numpy(), vy.numpy())
+            for c in grid]
+    assert [round(r["val_acc"], 4) for r in fit["grid"]] == [round(a, 4) for a in accs]
+    assert fit["C"] == grid[max(range(len(grid)), key=lambda k: (accs[k], -fit["grid"][k]["val_loss"]))]

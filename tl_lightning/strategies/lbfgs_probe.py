@@ -57,9 +57,12 @@ def _solve(criterion, x, y, weight, bias, c: float, max_iter: int, tol: float, m
 
 def fit_logistic(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                  num_classes: int, grid: List[float], criterion: Optional[Callable] = None, max_iter: int = 1000,
-                 tol: float = 1e-6, masks: Optional[tuple] = None) -> Dict[str, Any]:
+                 tol: float = 1e-5, masks: Optional[tuple] = None) -> Dict[str, Any]:
     """Fit for every C of ``grid`` (ascending, warm starts) and choose C on the validation split. ``masks``: (train,
     val) boolean (n, classes) matrices of each sample's own classes (multi-source targets), or None.
+
+    ``tol``: the largest gradient entry of the (mean-scaled) objective at which L-BFGS stops; 1e-5 chose the same C
+    as 1e-6 on the default job at 20 and 100 labels per class, in a quarter of the time (58 -> 14 s at 100).
 
     Returns {'weight', 'bias' (float32 tensors of the chosen C), 'C', 'grid': [{C, val_acc, val_loss, iterations}]}.
     """
