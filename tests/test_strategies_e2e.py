@@ -146,8 +146,9 @@ def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
     args = [a for a in TINY if not a.startswith("logger=")] + [
         logger, bn, f"strategy={strategy}", "trainer=ddp_cpu", "trainer.max_epochs=3", "data.per_class=16",
         f"+callbacks.extra.digest={{_target_: tests.ddp_probe.WeightDigest, path: {tmp_path / 'dg'}}}"]
-    # EWC also adapts to unlabelled data (DANN): each rank its own share of the unlabelled stream
-    sampled = ["data.imbalance.counts=[10,5,3,2]", "data.sampler=balanced",
+    # EWC also adapts to unlabelled data (DANN): each rank its own share of the unlabelled stream; and it averages
+    # its weights (EMA): the digests, taken after the average is swapped in, are the averaged weights of each rank
+    sampled = ["data.imbalance.counts=[10,5,3,2]", "data.sampler=balanced", "callbacks.weight_averaging.enabled=true",
                f"+callbacks.extra.seen={{_target_: tests.ddp_probe.SeenBatches, key: index, "
                f"path: '{tmp_path / 'seen' / 'rank{rank}.txt'}'}}",
                "+data.unlabeled={name: synthetic, per_class: 16}", "adapt=dann",
@@ -175,6 +176,7 @@ def test_ddp_ranks_stay_identical_after_every_unfreeze(tmp_path, strategy):
         assert output.count("`Trainer.fit` stopped") == 1 and output.count("summary in ") == 1, output[-3000:]
         assert proc.stdout.count("test accuracy") == 1 and "python -m tl_lightning.export" in proc.stdout
     else:
+        assert summary["weight_averaging"]["kind"] == "ema" and summary["weight_averaging"]["updates"] > 0
         _assert_ranks_share_one_balanced_stream(tmp_path / "seen", args)
         # bn=freeze under DDP: BatchNorm affine parameters and statistics keep their initial values
         final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]

@@ -47,7 +47,20 @@ class AveragedWeights(WeightAveraging):
         self._swapped = False  # the model holds the averaged weights (after a validation, until training goes on)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
+        # the average needs the module's weights and buffers only: its plain attributes (the strategy with the run's
+        # context and datamodule, the loss terms) are shared with the copy, not deep-copied (under DDP they hold
+        # process-group handles that cannot be copied, and a copy of the datasets would be waste anyway)
+        shared = {k: v for k, v in vars(pl_module).items() if not k.startswith("_")}
+        for key in shared:
+            delattr(pl_module, key)
+        try:
+            super().setup(trainer, pl_module, stage)
+        finally:
+            for key, value in shared.items():
+                setattr(pl_module, key, value)
+        if self._average_model is not None:
+            for key, value in shared.items():
+                setattr(self._average_model.module, key, value)
         if self.kind == "swa" and self.start_epoch is None:
             self.start_epoch = int(0.75 * max(1, trainer.max_epochs or 1))
 
