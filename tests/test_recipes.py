@@ -1,4 +1,5 @@
-"""Training recipes: averaged weights (EMA, SWA), soft-target Mixup / CutMix, temperature scaling, k-fold splits."""
+"""Training recipes: averaged weights (EMA, SWA), soft-target Mixup / CutMix, temperature scaling, k-fold splits, the
+L-BFGS linear probe against scikit-learn."""
 
 import lightning as L
 import pytest
