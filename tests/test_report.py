@@ -24,9 +24,9 @@ def test_report_table_and_plot(tmp_path):
                 job += 1
     assert main([str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
-    assert "| b | d | finetune | 10 | 81.0 ± 2.0 | +30.0 | 3 |" in text
-    assert "| b | d | scratch | 100 | 60.0 ± 2.0 | - | 3 |" in text
-    assert "same budget by more than the row's standard deviation over seeds): none." in text
+    assert "| b | d | finetune | 10 | 81.0 ± 2.0 | +30.0 | best | 3 |" in text
+    assert "| b | d | scratch | 100 | 60.0 ± 2.0 | - | -30.0 | 3 |" in text
+    assert "same budget beyond noise: the paired differences' 95 % bootstrap interval below 0): none." in text
     assert (tmp_path / "report.png").stat().st_size > 1000
 
 
@@ -41,9 +41,10 @@ def test_report_marks_negative_transfer_against_scratch_on_the_same_budget(tmp_p
             job += 1
     assert main([str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
-    assert "| b | d | finetune | 5 | 41.0 ± 1.0 | -11.0 **negative transfer** | 3 |" in text
-    assert "| b | d | linear_probe | 5 | 50.0 ± 5.0 | -2.0 | 3 |" in text
-    assert "| b | d | finetune | 50 | 82.0 ± 2.0 | +12.0 | 3 |" in text
+    assert "| b | d | finetune | 5 | 41.0 ± 1.0 | -11.0 **negative transfer** | -11.0 | 3 |" in text
+    # 2 below scratch, but seed 2 is above it (-5, -2, +1): within noise, no negative transfer
+    assert "| b | d | linear_probe | 5 | 50.0 ± 5.0 | -2.0 | -2.0 (within noise) | 3 |" in text
+    assert "| b | d | finetune | 50 | 82.0 ± 2.0 | +12.0 | best | 3 |" in text
     assert "- finetune with b on d at 5 labels/class: 41.0 ± 1.0 % against scratch's 52.0 % (-11.0 points)" in text
     assert text.count("**negative transfer**") == 1
 
@@ -146,10 +147,41 @@ def test_tradeoff_plot_puts_each_strategy_at_its_two_means_and_adds_both_metrics
     assert (tmp_path / "tradeoff.png").stat().st_size > 1000
     assert points["ewc"][:2] == pytest.approx((84.0, 3.0))
     assert points["finetune"] == pytest.approx((85.0, 12.0, 1.414, 2.828), abs=1e-3)
-    assert "| b | d | ewc | 10 | 84.0 ± 1.4 | 3.0 ± 1.4 | 2 |" in (tmp_path / "report.md").read_text()
+    assert "| b | d | ewc | 10 | 84.0 ± 1.4 | 3.0 ± 1.4 | -1.0 | 2 |" in (tmp_path / "report.md").read_text()
 
 
 def test_tradeoff_needs_two_metrics(tmp_path, capsys):
     write(tmp_path, 0, "finetune", 10, 0, 0.8)
     assert main([str(tmp_path), "--tradeoff", "test/acc"]) == 2
     assert "--tradeoff takes two metrics X,Y" in capsys.readouterr().err
+
+
+def test_paired_differences_interval_and_sign_flip_p_by_hand():
+    from tl_lightning.cli.paired import beyond_noise, paired
+
+    a = {0: 0.80, 1: 0.78, 2: 0.79, 3: 0.81}
+    b = {0: 0.78, 1: 0.77, 2: 0.76, 3: 0.80, 9: 0.5}  # key 9 has no partner: left out
+    result = paired(a, b)
+    assert result["pairs"] == 4 and result["diff"] == pytest.approx(0.0175)  # (2 + 1 + 3 + 1) / 4 points
+    # every difference positive: of the 16 sign patterns only all-plus and all-minus reach |mean| 1.75 points
+    assert result["p"] == pytest.approx(2 / 16)
+    assert 0.01 <= result["low"] <= result["diff"] <= result["high"] <= 0.03 and beyond_noise(result)
+    mixed = paired({0: 0.8, 1: 0.7, 2: 0.75}, {0: 0.7, 1: 0.8, 2: 0.74})  # +10, -10, +1
+    assert mixed["low"] < 0 < mixed["high"] and not beyond_noise(mixed) and mixed["p"] == pytest.approx(1.0)
+    assert paired({0: 1.0}, {0: 0.0}) is None  # one pair says nothing about noise
+
+
+def test_report_pairs_runs_by_seed_and_split_and_marks_differences_within_noise(tmp_path):
+    job = 0
+    for strategy, accs in (("finetune", (0.80, 0.78, 0.79)), ("lp_ft", (0.79, 0.79, 0.77)),
+                           ("linear_probe", (0.75, 0.74, 0.76))):
+        for seed, acc in enumerate(accs):
+            write(tmp_path, job, strategy, 20, seed, acc)
+            job += 1
+    assert main([str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| b | d | finetune | 20 | 79.0 ± 1.0 | best | 3 |" in text
+    assert "| b | d | lp_ft | 20 | 78.3 ± 1.2 | -0.7 (within noise) | 3 |" in text  # +1, -1, +2: signs disagree
+    assert "| b | d | linear_probe | 20 | 75.0 ± 1.0 | -4.0 | 3 |" in text  # +5, +4, +3: beyond noise
+    assert "- 20/class: finetune (b) - linear_probe (b): **+4.0 [+3.0, +5.0], p = 0.25, 3 pairs**" in text
+    assert "- 20/class: finetune (b) - lp_ft (b): +0.7 [-1.0, +2.0], p = 0.75, 3 pairs" in text

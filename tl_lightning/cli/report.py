@@ -10,7 +10,11 @@ One row per (backbone, dataset, strategy, samples_per_class, and each --by confi
 config_resolved.yaml): mean and standard deviation over seeds. The plot shows the first metric against the
 labelled budget, one line per strategy (baselines such as scripts/pixel_baseline.py's dashed). When the sweep
 has strategy=scratch runs, each transfer row is compared with scratch on the same budget and marked as negative
-transfer where its mean is below scratch's by more than its own standard deviation over seeds.
+transfer where it is below scratch beyond noise. Runs on the same samples (seed and split fingerprint) pair up:
+every pair of rows with the same dataset, budget and --by values gets its paired difference, a 95 % bootstrap
+interval over the pairs and the exact sign-flip p (tl_lightning/cli/paired.py); the "vs best" column says which
+rows are within noise of the best, and "beyond noise" means the interval excludes 0 (where runs do not pair, the
+negative-transfer rule falls back to the row's standard deviation over seeds).
 """
 
 import argparse
@@ -20,6 +24,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from tl_lightning.cli.paired import beyond_noise, paired
 from tl_lightning.context import RunLayout
 
 BASELINE_BACKBONES = ("pixels", "tfidf")  # summaries of baselines outside the harness (drawn dashed)
@@ -75,7 +80,8 @@ def aggregate(summaries, metrics, by=()):
         values = {m: metric_of(s, m) for m in metrics}
         if values[metrics[0]] is not None:
             extra = tuple((s.get("by") or {}).get(k) for k in by)
-            groups[(s["backbone"], s["dataset"], s["strategy"], s["samples_per_class"], extra)].append((s["seed"], values))
+            pair = (s["seed"], (s.get("split") or {}).get("fingerprint"))  # runs on the same samples pair up
+            groups[(s["backbone"], s["dataset"], s["strategy"], s["samples_per_class"], extra)].append((pair, values))
     table = []
 
     def order(item):
@@ -85,7 +91,8 @@ def aggregate(summaries, metrics, by=()):
 
     for (backbone, dataset, strategy, budget, extra), runs in sorted(groups.items(), key=order):
         row = {"backbone": backbone, "dataset": dataset, "strategy": strategy, "samples_per_class": budget,
-               "by": dict(zip(by, extra)), "seeds": sorted(seed for seed, _ in runs), "stats": {}}
+               "by": dict(zip(by, extra)), "seeds": sorted(pair[0] for pair, _ in runs), "stats": {},
+               "values": {pair: v[metrics[0]] for pair, v in runs}}
         for m in metrics:
             numbers = [v[m] for _, v in runs if v[m] is not None]
             if numbers:
@@ -98,8 +105,10 @@ def aggregate(summaries, metrics, by=()):
 def compare_with_scratch(table, metric: str) -> list:
     """Sets each transfer row's ``vs_scratch``: its mean minus the ``scratch`` row's of the same backbone, dataset,
     budget and --by values (or of the only scratch row of that dataset, budget and --by values), and whether
-    that is negative transfer: below scratch by more than the row's own standard deviation over seeds. Returns
-    the negative-transfer rows. Only for metrics where higher is better."""
+    that is negative transfer: below scratch beyond noise, i.e. the 95 % bootstrap interval of the paired
+    differences (same seeds and splits) lies below 0; where the runs do not pair, below scratch by more than the
+    row's own standard deviation over seeds. Returns the negative-transfer rows. ``metric`` is the table's first
+    metric (the one ``values`` holds); only for metrics where higher is better."""
     scratch = {}
     for r in table:
         if r["strategy"] == "scratch":
@@ -112,17 +121,59 @@ def compare_with_scratch(table, metric: str) -> list:
         if r["strategy"] == "scratch" or base is None or metric not in r["stats"] or metric not in base["stats"]:
             continue
         (mean, std), (base_mean, _) = r["stats"][metric], base["stats"][metric]
-        r["vs_scratch"] = {"diff": mean - base_mean, "negative": mean < base_mean - std, "scratch": base}
+        test = paired(r["values"], base["values"])
+        negative = (test["high"] < 0) if test is not None else mean < base_mean - std
+        r["vs_scratch"] = {"diff": mean - base_mean, "negative": negative, "scratch": base, "paired": test}
         if r["vs_scratch"]["negative"]:
             flagged.append(r)
     return flagged
 
 
-def markdown(table, metrics, by=()) -> str:
+def comparison_groups(table):
+    """The rows compared with each other: same dataset, budget and --by values (every backbone and baseline), best
+    mean first."""
+    groups = defaultdict(list)
+    for r in table:
+        groups[(r["dataset"], str(r["samples_per_class"]), tuple(r["by"].items()))].append(r)
+    return [sorted(rows, key=lambda r: -r["mean"]) for _, rows in sorted(groups.items(), key=str)]
+
+
+def compare_with_best(table) -> list:
+    """Sets each row's ``vs_best``: the paired difference (same seeds and splits) of its group's best row minus it,
+    with its bootstrap interval; ``within_noise`` when that interval includes 0. Returns every pair of rows of a
+    group as (better, worse, paired result or None). For metrics where higher is better."""
+    pairs = []
+    for rows in comparison_groups(table):
+        if len(rows) < 2:
+            continue
+        rows[0]["vs_best"] = None
+        for r in rows[1:]:
+            test = paired(rows[0]["values"], r["values"])
+            r["vs_best"] = {"diff": rows[0]["mean"] - r["mean"], "paired": test,
+                            "within_noise": test is not None and not beyond_noise(test)}
+        pairs += [(a, b, paired(a["values"], b["values"])) for i, a in enumerate(rows) for b in rows[i + 1:]]
+    return pairs
+
+
+def _label(r) -> str:
+    return " ".join([r["strategy"], f"({r['backbone']})"] + [f"{k}={v}" for k, v in r["by"].items()])
+
+
+def _vs_best(r) -> str:
+    best = r.get("vs_best", "-")
+    if best is None or best == "-":
+        return "best" if best is None else "-"
+    note = " (within noise)" if best["within_noise"] else "" if best["paired"] else " (unpaired)"
+    return f"{-100 * best['diff']:+.1f}{note}"
+
+
+def markdown(table, metrics, by=(), pairs=()) -> str:
     compared = any("vs_scratch" in r for r in table)
+    ranked = any("vs_best" in r for r in table)
     lines = ["| backbone | dataset | strategy | labels/class | " + "".join(f"{k} | " for k in by)
-             + " | ".join(f"{m} % (mean ± std)" for m in metrics) + (" | vs scratch" if compared else "") + " | runs |",
-             "|---|---|---|---|" + "---|" * (len(by) + len(metrics) + compared) + "---|"]
+             + " | ".join(f"{m} % (mean ± std)" for m in metrics) + (" | vs scratch" if compared else "")
+             + (" | vs best" if ranked else "") + " | runs |",
+             "|---|---|---|---|" + "---|" * (len(by) + len(metrics) + compared + ranked) + "---|"]
     for r in table:
         budget = "all" if r["samples_per_class"] is None else r["samples_per_class"]
         cells = [f"{100 * r['stats'][m][0]:.1f} ± {100 * r['stats'][m][1]:.1f}" if m in r["stats"] else "-"
@@ -131,18 +182,33 @@ def markdown(table, metrics, by=()) -> str:
             versus = r.get("vs_scratch")
             cells.append("-" if versus is None else f"{100 * versus['diff']:+.1f}"
                          + (" **negative transfer**" if versus["negative"] else ""))
+        if ranked:
+            cells.append(_vs_best(r))
         lines.append(f"| {r['backbone']} | {r['dataset']} | {r['strategy']} | {budget} | "
                      + "".join(f"{r['by'].get(k)} | " for k in by) + " | ".join(cells) + f" | {len(r['seeds'])} |")
     flagged = [r for r in table if (r.get("vs_scratch") or {}).get("negative")]
     if compared:
         lines.append("")
-        lines.append(f"Negative transfer (mean {metrics[0]} below training from scratch on the same budget by more "
-                     "than the row's standard deviation over seeds): " + ("none." if not flagged else ""))
+        lines.append(f"Negative transfer (mean {metrics[0]} below training from scratch on the same budget beyond "
+                     "noise: the paired differences' 95 % bootstrap interval below 0): " + ("none." if not flagged else ""))
         for r in flagged:
             base = r["vs_scratch"]["scratch"]
             lines.append(f"- {r['strategy']} with {r['backbone']} on {r['dataset']} at {r['samples_per_class']} "
                          f"labels/class: {100 * r['mean']:.1f} ± {100 * r['std']:.1f} % against scratch's "
                          f"{100 * base['mean']:.1f} % ({100 * r['vs_scratch']['diff']:+.1f} points)")
+    if pairs:
+        lines += ["", f"Paired differences of {metrics[0]} (points; the same seeds and splits; 95 % bootstrap interval "
+                  "over the pairs; exact sign-flip p; **bold**: beyond noise, the interval excludes 0; with 3 pairs "
+                  "that means every pair agrees on the sign, and p cannot go below 0.25):", ""]
+        for a, b, test in pairs:
+            budget = "all" if a["samples_per_class"] is None else a["samples_per_class"]
+            head = f"- {budget}/class: {_label(a)} - {_label(b)}: "
+            if test is None:
+                lines.append(head + f"{100 * (a['mean'] - b['mean']):+.1f}, no paired runs")
+                continue
+            text = (f"{100 * test['diff']:+.1f} [{100 * test['low']:+.1f}, {100 * test['high']:+.1f}], "
+                    f"p = {test['p']:.2f}, {test['pairs']} pairs")
+            lines.append(head + (f"**{text}**" if beyond_noise(test) else text))
     return "\n".join(lines) + "\n"
 
 
@@ -237,7 +303,8 @@ def main(argv=None) -> int:
     out = args.out or args.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     compare_with_scratch(table, metrics[0])
-    text = markdown(table, metrics, args.by)
+    pairs = compare_with_best(table)
+    text = markdown(table, metrics, args.by, pairs)
     (out / "report.md").write_text(text)
     plot(table, metrics[0], out / "report.png")
     written = [out / "report.md", out / "report.png"]
