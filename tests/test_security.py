@@ -382,3 +382,40 @@ def hashlib_of(path):
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("entry", ["eval", "predict", "export", "backbone.path", "backbone.weights", "resume"])
+def test_every_entry_point_refuses_a_pickle_payload_in_one_line_and_never_runs_it(tmp_path, entry):
+    """The commands themselves (a process each: the one-line contract and exit 2), fed a checkpoint or weights file
+    whose unpickling would write the marker."""
+    from PIL import Image
+
+    from tests.helpers import TINY
+
+    marker = tmp_path / "ran"
+    where = {"backbone.weights": tmp_path / "weights.pth", "resume": tmp_path / "out" / "checkpoints" / "last.ckpt"}
+    where.get(entry, tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    payload = payload_file(where.get(entry, tmp_path / "best.ckpt"), marker,
+                           {"conv1.weight": Payload(marker)} if entry == "backbone.weights" else None)
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "in" / "a.png")
+    out = f"hydra.run.dir={tmp_path / 'out'}"
+    train = [sys.executable, str(ROOT / "train.py"), out, *TINY]
+    command = {
+        "eval": [sys.executable, "-m", "tl_lightning.eval", f"ckpt_path={payload}", out],
+        "predict": [sys.executable, "-m", "tl_lightning.predict", f"ckpt_path={payload}", f"input={tmp_path / 'in'}",
+                    f"output={tmp_path / 'preds.csv'}"],
+        "export": [sys.executable, "-m", "tl_lightning.export", f"ckpt_path={payload}", out],
+        "backbone.path": [*train, "backbone=checkpoint", f"backbone.path={payload}"],
+        "backbone.weights": [*train, f"backbone.weights={payload}"],
+        "resume": [*train, "resume=auto", "resume_strict=false"],  # the run dir's own last.ckpt (no config saved)
+    }[entry]
+    proc = subprocess.run(command, cwd=ROOT, env={**os.environ, **TEST_ENV}, capture_output=True, text=True,
+                          timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    # refused for the payload, nothing else (resume=auto tries last.ckpt and best.ckpt, and says neither can be read)
+    reason = "can be read" if entry == "resume" else "holds Python objects besides tensors"
+    assert reason in errors[0] and "weights_only` set to `False`" not in errors[0], errors[0]
+    assert "Traceback" not in proc.stderr and not marker.exists()
+    assert not (tmp_path / "preds.csv").exists()

@@ -18,7 +18,7 @@ from torch import nn
 from tl_lightning.backbones.adapters import AdapterSpec, add_adapters, is_adapter, merge
 from tl_lightning.backbones.base import Backbone
 from tl_lightning.backbones.registry import build_backbone
-from tl_lightning.backbones.weights import weights_digest
+from tl_lightning.backbones.weights import unreadable, weights_digest
 from tl_lightning.errors import ConfigError, WeightsError, check_file
 
 
@@ -78,10 +78,7 @@ def read_checkpoint(path: Optional[str], key: str = "ckpt_path") -> Dict[str, An
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers: runs no code
     except Exception as exc:  # truncated, corrupt, foreign, or holding objects a weights-only load refuses
-        reason = str(exc).strip().splitlines()[0].split(". ")[0][:150] if str(exc).strip() else ""
-        if "weights_only" in reason.lower() or "Weights only" in reason:
-            reason = "it holds Python objects besides tensors and plain containers; such files are not loaded"
-        raise WeightsError(f"{key}: {path} is not a readable checkpoint ({type(exc).__name__}: {reason})") from None
+        raise WeightsError(f"{key}: {path} is not a readable checkpoint ({unreadable(exc)})") from None
     if not isinstance(ckpt, dict) or "tl_lightning" not in ckpt or "state_dict" not in ckpt:
         raise WeightsError(f"{key}: {path} is not a checkpoint written by tl-lightning "
                            "(for a plain state dict use backbone.weights=<file> with its architecture)")

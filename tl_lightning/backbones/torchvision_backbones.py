@@ -10,7 +10,7 @@ from torchvision.transforms import InterpolationMode
 
 from tl_lightning.backbones.base import Backbone, InputSpec, group_by_patterns
 from tl_lightning.backbones.channels import adapt_input_channels, spec_for_channels
-from tl_lightning.backbones.weights import load_into, load_state_dict_file, require_download, torch_hub_cache_path
+from tl_lightning.backbones.weights import load_into, load_state_dict_file, require_download, torch_hub_cache_path, unreadable
 from tl_lightning.errors import WeightsError, unknown_name
 
 
@@ -128,11 +128,8 @@ def build_torchvision(cfg, choice: str, pretrained: bool, image_size: Optional[i
             # weights_only: torch.hub's loader unpickles anything by default, and the cache is a file anyone may replace
             state = weights.get_state_dict(progress=False, weights_only=True)
         except Exception as exc:
-            import pickle
-
-            reason = ("it holds Python objects besides tensors (a pickle that could run code); delete it and fetch it "
-                      "again (tl-prefetch)" if isinstance(exc, pickle.UnpicklingError) else str(exc).splitlines()[0])
-            raise WeightsError(f"cannot load torchvision weights for {name} from {cached}: {reason}") from None
+            raise WeightsError(f"cannot load torchvision weights for {name} from {cached}: {unreadable(exc)}; delete "
+                               "it and fetch it again (tl-prefetch)") from None
         load_into(model, state, cached, name)
     if family.after_load:
         family.after_load(model)

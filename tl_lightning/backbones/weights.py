@@ -52,6 +52,18 @@ def require_download(url: str, expected_path: str, what: str, backbone_choice: s
         )
 
 
+def unreadable(exc: BaseException) -> str:
+    """Why a weights-only ``torch.load`` refused a file, in a few words: a pickle of Python objects (which could run
+    code) is named as such, never with torch's hint to load it unsafely."""
+    import pickle
+
+    text = str(exc).strip()
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "Weights only" in text:
+        return ("UnpicklingError: it holds Python objects besides tensors and plain containers (a pickle that could "
+                "run code); such files are not loaded")
+    return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0][:150] if text else 'unreadable'}"
+
+
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     """Read a state dict from a .pth/.pt/.bin/.safetensors file or a Lightning checkpoint."""
     if not os.path.isfile(path):
@@ -64,7 +76,7 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated or not a tensor file
-        raise WeightsError(f"backbone.weights: cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        raise WeightsError(f"backbone.weights: cannot read {path}: {unreadable(exc)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
