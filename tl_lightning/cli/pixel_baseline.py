@@ -101,7 +101,9 @@ def fit_features(cfg):
     t, _how = load_or_build(backbone, dm, cfg.paths.cache_dir, batch_size_for(cfg.data, "test"))
     (xtr, ytr), (xva, yva), (xte, yte) = ((t[f"{s}_x"].double().numpy(), t[f"{s}_target"].numpy())
                                           for s in ("train", "val", "test"))
-    grid = cfg.strategy.get("probe_grid") or [round(10.0 ** (k / 2), 6) for k in range(-8, 9)]
+    from tl_lightning.config.schema import PROBE_GRID
+
+    grid = cfg.strategy.get("probe_grid") or PROBE_GRID
     best = None
     for c in grid:
         model = LogisticRegression(C=c, max_iter=5000).fit(xtr, ytr)
@@ -124,15 +126,15 @@ def run_one(overrides, out_dir: Path, on_features: bool = False) -> dict:
     start = time.time()
     cfg = compose_config(list(overrides), output_dir=str(out_dir))
     if on_features:
-        metrics, c, dm, backbone = fit_features(cfg)
-        kind, strategy = backbone, "sklearn_logreg"
-    elif cfg.backbone.kind in ("hf", "minilm"):  # the datamodule wants the backbone's modality; texts stay raw here
-        from tl_lightning.backbones.registry import build_backbone
+        metrics, c, dm, kind = fit_features(cfg)
+        strategy = "sklearn_logreg"
+    else:
+        if cfg.backbone.kind in ("hf", "minilm"):  # the datamodule wants the backbone's modality; texts stay raw here
+            from tl_lightning.backbones.registry import build_backbone
 
-        prep = build_backbone(cfg.backbone, pretrained=False).preprocessing
-    else:  # the spec only matters for the transforms, which this baseline does not use (it reads raw samples)
-        prep = ImagePreprocessing(InputSpec(size=28, mean=(0.5,), std=(0.5,)))
-    if not on_features:
+            prep = build_backbone(cfg.backbone, pretrained=False).preprocessing
+        else:  # the spec only matters for the transforms, which this baseline does not use (it reads raw samples)
+            prep = ImagePreprocessing(InputSpec(size=28, mean=(0.5,), std=(0.5,)))
         dm = build_datamodule(cfg.data, prep, cfg.paths.data_dir)
         dm.setup("fit")
         metrics, c = fit_and_score(dm, seed=cfg.seed)

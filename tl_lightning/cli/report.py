@@ -146,12 +146,12 @@ def compare_with_best(table) -> list:
     for rows in comparison_groups(table):
         if len(rows) < 2:
             continue
+        group = [(a, b, paired(a["values"], b["values"])) for i, a in enumerate(rows) for b in rows[i + 1:]]
         rows[0]["vs_best"] = None
-        for r in rows[1:]:
-            test = paired(rows[0]["values"], r["values"])
-            r["vs_best"] = {"diff": rows[0]["mean"] - r["mean"], "paired": test,
+        for a, r, test in group[:len(rows) - 1]:  # the best row against each other one
+            r["vs_best"] = {"diff": a["mean"] - r["mean"], "paired": test,
                             "within_noise": test is not None and not beyond_noise(test)}
-        pairs += [(a, b, paired(a["values"], b["values"])) for i, a in enumerate(rows) for b in rows[i + 1:]]
+        pairs += group
     return pairs
 
 

@@ -392,6 +392,7 @@ class ScratchConf(StrategyConf):
 
 
 PROBE_FITS = ("lbfgs", "sgd")
+PROBE_GRID = [round(10.0 ** (k / 2), 6) for k in range(-8, 9)]  # C from 10^-4 to 10^4 in half decades
 
 
 @dataclass
@@ -402,7 +403,7 @@ class ProbeFitConf:
     # sgd: the head trains with the run's optimizer, batch by batch
     probe: str = "lbfgs"
     # C values (scikit-learn's: C x the summed loss + ||W||^2 / 2), 10^-4 .. 10^4 in half decades
-    probe_grid: List[float] = field(default_factory=lambda: [round(10.0 ** (k / 2), 6) for k in range(-8, 9)])
+    probe_grid: List[float] = field(default_factory=lambda: list(PROBE_GRID))
     probe_max_iter: int = 1000  # L-BFGS iterations per C at most
 
     @classmethod

@@ -39,11 +39,12 @@ log = logging.getLogger(__name__)
 class EvalModule(L.LightningModule):
     """The inference model in a test loop; data labels are mapped onto the model's classes (``target_map``)."""
 
-    def __init__(self, model: InferenceModel, target_map: List[int], task: TaskDescription):
+    def __init__(self, model: InferenceModel, target_map: List[int], task: TaskDescription, tta: str = "none"):
         """``task``: the data's task description (its groups and attribute: what the fairness gaps compare; its
-        class masks: a multi-source run's own data is scored over each sample's source's classes)."""
+        class masks: a multi-source run's own data is scored over each sample's source's classes). ``tta``: the
+        model scores averaged views of each image (tl_lightning/deploy/tta.py)."""
         super().__init__()
-        self.model = model
+        self.model = with_tta(model, tta, model.preprocessing.modality)
         self.class_names = model.class_names
         self.register_buffer("target_map", torch.tensor(target_map, dtype=torch.long), persistent=False)
         self.task = task
@@ -122,8 +123,7 @@ def evaluate(cfg: DictConfig, output_dir: str, data_choice: Optional[str] = None
     task = all_samples_task(datamodule) if split == "all" else datamodule.task
     if target_map != list(range(len(model.class_names))):  # class masks index the run's own label space only
         task = task.without_masks()
-    module = EvalModule(model, target_map, task)
-    module.model = with_tta(model, cfg.get("tta", "none"), model.preprocessing.modality)
+    module = EvalModule(model, target_map, task, cfg.get("tta", "none"))
     if cfg.trainer.channels_last and datamodule.modality == "image":
         module.channels_last = True
         module.to(memory_format=torch.channels_last)
