@@ -1,4 +1,5 @@
-"""The pixel / TF-IDF baseline: the same split fingerprint as a training run, and its bad arguments."""
+"""The pixel / TF-IDF baseline: the same split fingerprint as a training run, --features on the probe's cache, and its
+bad arguments."""
 
 import json
 
@@ -25,6 +26,23 @@ def test_pixel_baseline_scores_the_same_splits_as_a_training_run(tmp_path):
     # 8x8 digits are easy for pixels: far above chance (10 %), and more labels help
     assert twenty["test"]["test/acc"] > 0.8 and twenty["test"]["test/acc"] > five["test"]["test/acc"]
     assert twenty["backbone"] == "pixels" and twenty["chosen_C"] in (0.001, 0.01, 0.1, 1.0)
+
+
+def test_features_baseline_fits_scikit_learn_on_the_probes_own_cache(tmp_path):
+    """--features: scikit-learn's logistic regression on the very feature cache a linear_probe run fitted on (the
+    same split, the same C grid, the same choice on validation)."""
+    from tests.helpers import TINY, train_inprocess
+
+    probe = ["strategy=linear_probe", f"paths.cache_dir={tmp_path / 'cache'}", "strategy.probe_grid=[0.01,1,100]"]
+    _, run = train_inprocess(TINY + probe, tmp_path / "run")
+    data = [a for a in TINY if not a.startswith(("logger=", "callbacks.", "trainer."))]
+    assert main(["--features", "--out", str(tmp_path / "sk"), "--seeds", "0"] + data + probe) == 0
+    (path,) = (tmp_path / "sk").glob("*/summary.json")
+    sk = json.loads(path.read_text())
+    assert sk["strategy"] == "sklearn_logreg" and sk["backbone"] == run["backbone"] == "resnet18"
+    assert sk["split"]["fingerprint"] == run["split"]["fingerprint"]
+    assert sk["chosen_C"] == run["strategy_info"]["C"]
+    assert sk["val"]["val/acc"] == pytest.approx(run["strategy_info"]["val_acc"], abs=1e-6)
 
 
 @pytest.mark.parametrize("args, message", [
