@@ -20,12 +20,14 @@ def test_every_data_option_validates_with_its_schema(compose, data):
                                                                "food101", "oxford_iiit_pet", "text_folder") else [])
     if data == "text_csv":  # its file must exist
         over.append(f"data.path={__file__}")
+    if data == "hf":  # a Hub id (read when the datamodule loads)
+        over.append("data.path=beans")
     cfg = validate_config(compose(over))
     assert cfg.data.name == data
     expected = {"synthetic": schema.SyntheticDataConf, "fortunes": schema.FortunesDataConf, "text_csv": schema.TextCsvDataConf,
                 "text_folder": schema.TextFolderDataConf, "synthetic_text": schema.SyntheticTextDataConf,
                 "image_folder": schema.ImageFolderDataConf, "multi_source": schema.MultiSourceDataConf,
-                "fashion_mnist_m": schema.FashionMNISTMDataConf}
+                "fashion_mnist_m": schema.FashionMNISTMDataConf, "hf": schema.HFDataConf}
     assert OmegaConf.get_type(cfg.data) is expected.get(data, schema.ImageDataConf)
     # text data brings its default text backbone (an override in the data option's defaults list)
     text = data in ("fortunes", "text_csv", "text_folder", "synthetic_text")

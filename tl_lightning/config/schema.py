@@ -130,6 +130,11 @@ class DataConf:
         return False
 
     @classmethod
+    def modality(cls, data) -> str:
+        """What its samples are (image | text): the backbone must take the same, and data.unlabeled too."""
+        return "image"
+
+    @classmethod
     def check(cls, data, root=None) -> None:
         check_positive(data.samples_per_class, "data.samples_per_class")
         check_positive(data.eval_per_class, "data.eval_per_class")
@@ -290,10 +295,18 @@ class TextDataConf(DataConf):
     bucketing: bool = True
 
     @classmethod
+    def modality(cls, data) -> str:
+        return "text"
+
+    @classmethod
     def check(cls, data, root=None) -> None:
-        if data.unlabeled_strong:
-            raise ConfigError("data.unlabeled_strong: a strong augmentation of each unlabelled sample (FixMatch) "
-                              "exists for images only, and text has none; use adapt=pseudo_label for text")
+        check_text_data(data)
+
+
+def check_text_data(data) -> None:
+    if data.unlabeled_strong:
+        raise ConfigError("data.unlabeled_strong: a strong augmentation of each unlabelled sample (FixMatch) "
+                          "exists for images only, and text has none; use adapt=pseudo_label for text")
 
 
 @in_config_store("data", "schema_text_folder")
@@ -341,6 +354,65 @@ class TextCsvDataConf(TextDataConf):
         for key in ("path", "train_path", "val_path", "test_path"):
             if data[key]:
                 check_file(data[key], f"data.{key}")
+
+
+HF_LOCAL_FILES = (".parquet", ".csv", ".tsv", ".json", ".jsonl", ".arrow")
+
+
+@in_config_store("data", "schema_hf")
+@dataclass
+class HFDataConf(ImageDataConf):
+    """A Hugging Face ``datasets`` dataset (tl_lightning/data/hf_datasets.py): a Hub id, a folder written by
+    ``save_to_disk``, a data folder (Parquet/CSV/JSON files, or an imagefolder), or one data file. Images when
+    data.text_column is unset (in data.image_column), texts otherwise; the same splits, budget and groups as every
+    other dataset."""
+
+    path: Optional[str] = None  # Hub id (e.g. beans, user/name), a local folder, or a .parquet/.csv/.tsv/.json/.jsonl/.arrow file
+    config: Optional[str] = None  # the dataset's configuration (load_dataset's name), for Hub datasets that have several
+    revision: Optional[str] = None  # a Hub branch, tag or commit (null: main)
+    image_column: Optional[str] = None  # the column of images (a datasets.Image feature); null: 'image'
+    text_column: Optional[str] = None  # set it for a text dataset: the column of texts
+    label_column: str = "label"  # a ClassLabel gives the class names; other values become classes in sorted order
+    group_column: Optional[str] = None  # a slice label per sample (fairness metrics, group-robust losses)
+    cache_dir: Optional[str] = None  # where datasets keeps its Arrow files; null: its own ($HF_DATASETS_CACHE)
+    bucketing: bool = True  # text: training batches of similar lengths
+
+    @classmethod
+    def modality(cls, data) -> str:
+        return "text" if data.text_column else "image"
+
+    @classmethod
+    def has_groups(cls, data) -> bool:
+        return data.shortcut.kind is not None or bool(data.group_column)
+
+    @classmethod
+    def check(cls, data, root=None) -> None:
+        if not data.path:
+            raise ConfigError("data=hf needs data.path=<Hugging Face dataset id, a folder saved by save_to_disk or of "
+                              f"data files, or one {'/'.join(HF_LOCAL_FILES)} file>")
+        if data.root:
+            raise ConfigError(f"data=hf reads data.path, not data.root (got data.root={data.root}); give "
+                              f"data.path={data.root}")
+        local = os.path.exists(data.path) or data.path.startswith((".", "/", "~")) or data.path.endswith(HF_LOCAL_FILES)
+        if local and not os.path.exists(data.path):
+            raise ConfigError(f"data.path: no such file or folder: {data.path} (data=hf: a Hub id has the form "
+                              "<name> or <user>/<name>)")
+        if os.path.isfile(data.path) and not data.path.endswith(HF_LOCAL_FILES):
+            raise ConfigError(f"data.path: {data.path}: data=hf reads {', '.join(HF_LOCAL_FILES)} files, or a folder")
+        if data.text_column:
+            if data.image_column:
+                raise ConfigError(f"data=hf: data.text_column={data.text_column} and data.image_column="
+                                  f"{data.image_column} both set; one dataset is images or texts: unset one")
+            if data.shortcut.kind is not None:
+                raise ConfigError("data.shortcut colours images; data.text_column makes this a text dataset")
+            check_text_data(data)
+        for key in ("text_column", "image_column", "label_column", "group_column"):
+            if data[key] is not None and not str(data[key]).strip():
+                raise ConfigError(f"config key 'data.{key}': an empty column name")
+        if data.group_column and data.group_column == data.label_column:
+            raise ConfigError(f"data.group_column={data.group_column} is the label column; groups are another column")
+        if data.group_column and data.shortcut.kind is not None:
+            raise ConfigError("data.group_column and data.shortcut both define the groups; use one of them")
 
 
 @in_config_store("data", "schema_synthetic_text")
@@ -1106,8 +1178,11 @@ class PredictConf(CheckpointTaskConf):
 
 @dataclass
 class ExportConf(CheckpointTaskConf):
-    format: str = "onnx"  # onnx | torchscript
-    output: Optional[str] = None  # null: <the checkpoint's run dir>/export/<checkpoint name>.<onnx|pt>
+    format: str = "onnx"  # onnx | torchscript | hf (a Hugging Face model folder: model.safetensors, config.json, README.md)
+    output: Optional[str] = None  # null: <the checkpoint's run dir>/export/<checkpoint name>.<onnx|pt> or <name>-hf/
+    push: bool = False  # format=hf: upload the folder to the Hugging Face Hub (huggingface_hub; needs a login token)
+    repo_id: Optional[str] = None  # push=true: <user or org>/<model name>
+    private: bool = True  # push=true: create the repo private (an existing repo keeps its visibility)
     quantize: Optional[str] = None  # null | dynamic (onnx only: 8-bit weights per channel, onnxruntime's dynamic quantiser)
     opset: Optional[int] = None  # null: torch.onnx's default
     # the parity check: real samples of the checkpoint's test split (its recorded data), or random inputs
@@ -1155,13 +1230,19 @@ DIAGNOSE_COMMANDS = ("rank", "gap")
 GAP_MIN_SAMPLES = 10  # a side, for the gap's tests (5-fold domain classifier, covariances)
 REFERENCE_KINDS = ("data", "source", "halves")
 FEATURE_SPLITS = ("train", "val", "test")
-EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_FORMATS = ("onnx", "torchscript", "hf")
 EVAL_SPLITS = ("auto", "test", "val", "train", "all")
 TTA_MODES = ("none", "flip", "crops")  # tl_lightning/deploy/tta.py
 BN_POLICIES = ("train", "freeze_stats", "freeze")
 PHASE_SCHEDULES = ("global", "restart")
 PROGRESSIVE_SCHEDULES = ("epochs", "plateau", "phases")
 FISHER_SOURCES = ("auto", "source", "target", "uniform")
+
+
+def modality_of(data) -> str:
+    """image | text: what the samples of a validated data node are (its schema says)."""
+    node_type = OmegaConf.get_type(data)
+    return node_type.modality(data) if isinstance(node_type, type) and issubclass(node_type, DataConf) else "image"
 
 
 def schema_of(group: str, node) -> type:

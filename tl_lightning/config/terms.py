@@ -9,7 +9,7 @@ from its node as given.
 from dataclasses import dataclass
 from typing import ClassVar, Dict
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from tl_lightning.config import schema
 from tl_lightning.config.checks import check_in
@@ -139,7 +139,7 @@ class FixMatchConf(PseudoLabelConf):
         super().check_term(node, root, key)
         if root is None:
             return
-        if issubclass(OmegaConf.get_type(root.data) or object, schema.TextDataConf):
+        if schema.modality_of(root.data) == "text":
             raise ConfigError(f"{key} (kind fixmatch) needs a strong augmentation of each unlabelled sample, and "
                               "text has none: use adapt=pseudo_label (kind pseudo_label) for text")
         if not root.data.unlabeled_strong:

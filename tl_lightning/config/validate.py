@@ -156,8 +156,8 @@ def _check_unlabeled(data: DictConfig) -> None:
     if not data.unlabeled:
         return
     unlabeled = unlabeled_config(data)
-    data_text = issubclass(OmegaConf.get_type(data) or object, schema.TextDataConf)
-    if issubclass(OmegaConf.get_type(unlabeled) or object, schema.TextDataConf) != data_text:
+    data_text = schema.modality_of(data) == "text"
+    if (schema.modality_of(unlabeled) == "text") != data_text:
         kinds = ("text", "image") if data_text else ("image", "text")
         raise ConfigError(f"data.unlabeled: data={unlabeled.name} holds {kinds[1]} samples but the labelled "
                           f"data={data.name} holds {kinds[0]} samples; the unlabelled data must be of the same "
@@ -199,7 +199,7 @@ def _check_modality(cfg: DictConfig) -> None:
                               f"got {in_chans}")
     if cfg.backbone.kind == "checkpoint":
         return
-    data_text = issubclass(OmegaConf.get_type(cfg.data) or object, schema.TextDataConf)
+    data_text = schema.modality_of(cfg.data) == "text"
     backbone_text = cfg.backbone.kind in TEXT_KINDS
     if data_text != backbone_text:
         data_kind, wanted = ("text", "backbone=minilm or backbone=hf") if data_text else \
