@@ -70,7 +70,8 @@ def print_eval_table(summary: Dict[str, Any], output_dir: str) -> None:
 
 
 def print_export_table(report: Dict[str, Any]) -> None:
-    rows = [("file", f"{report['path']} ({report['bytes'] / 1e6:.1f} MB)"), ("checked on", report["verified_on"])]
+    what = "folder" if report["format"] == "hf" else "file"
+    rows = [(what, f"{report['path']} ({report['bytes'] / 1e6:.1f} MB)"), ("checked on", report["verified_on"])]
     for size, result in report["parity"].items():
         rows.append((f"batch {size}", f"max |logit diff| {result['max_abs_diff']:.2e}, "
                                       f"top-1 agreement {result['top1_agreement']:.1%}"))
@@ -81,5 +82,10 @@ def print_export_table(report: Dict[str, Any]) -> None:
                if "accuracy_exported" in first else "")
         rows.append(("int8", f"{int8['path']} ({int8['bytes'] / 1e6:.1f} MB): top-1 agreement "
                              f"{first['top1_agreement']:.1%}{acc}"))
-    rows.append(("report", os.path.join(os.path.dirname(report["path"]), "export.json")))
+    folder = report["path"] if report["format"] == "hf" else os.path.dirname(report["path"])
+    if report.get("card"):
+        rows.append(("model card", report["card"]))
+    if report.get("pushed_to"):
+        rows.append(("pushed to", report["pushed_to"]))
+    rows.append(("report", os.path.join(folder, "export.json")))
     _print(f"export {report['format']}: {'verified' if report['passed'] else 'FAILED the parity check'}", rows)

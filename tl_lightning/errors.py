@@ -41,6 +41,9 @@ def unknown_name(kind: str, name: str, valid, where: str) -> ConfigError:
     return ConfigError(f"unknown {kind} '{name}' ({where}); valid: {', '.join(sorted(valid))}")
 
 
+MODEL_FOLDER_FILES = ("model.safetensors", "config.json")
+
+
 def check_file(path: str, key: str, checkpoint: bool = False) -> None:
     """A file the run must read: missing, or a directory where a file is expected, is one ConfigError line.
     checkpoint=True: it must also be a complete torch zip archive (a truncated file fails here, before torch
@@ -49,7 +52,11 @@ def check_file(path: str, key: str, checkpoint: bool = False) -> None:
     import zipfile
 
     if os.path.isdir(path):
-        raise ConfigError(f"{key}: {path} is a directory; give a file in it (e.g. {os.path.join(path, '...')})")
+        if checkpoint and key != "resume" and all(os.path.isfile(os.path.join(path, f)) for f in MODEL_FOLDER_FILES):
+            return  # a model folder of tl-export format=hf (tl_lightning/backbones/model_folder.py reads it)
+        hint = " (or a model folder of tl-export format=hf, which holds model.safetensors and config.json)" \
+            if checkpoint and key != "resume" else ""
+        raise ConfigError(f"{key}: {path} is a directory; give a file in it (e.g. {os.path.join(path, '...')}){hint}")
     if not os.path.isfile(path):
         raise ConfigError(f"{key}: no such file: {path}")
     if checkpoint and not zipfile.is_zipfile(path):

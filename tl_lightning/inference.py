@@ -8,6 +8,7 @@ A checkpoint records under ``tl_lightning``: the architecture (registry kind and
 the class names, the head's dropout, the run's config, the strategy's name and state.
 """
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -74,6 +75,10 @@ def read_checkpoint(path: Optional[str], key: str = "ckpt_path") -> Dict[str, An
     """A harness checkpoint as a dict (``weights_only`` load); ``key`` names the option in errors."""
     if not path:
         raise ConfigError(f"{key}: needs a checkpoint path (<run dir>/checkpoints/best.ckpt)")
+    if os.path.isdir(path):  # a model folder of tl-export format=hf
+        from tl_lightning.backbones.model_folder import read_model_folder
+
+        return read_model_folder(path, key)
     check_file(path, key, checkpoint=True)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers: runs no code

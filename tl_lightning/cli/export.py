@@ -22,14 +22,33 @@ def check(cfg: DictConfig) -> DictConfig:
     check_choice(cfg.quantize, (None, "dynamic"), "quantize")
     if cfg.quantize and cfg.format != "onnx":
         raise ConfigError(f"quantize={cfg.quantize} is for format=onnx (onnxruntime's quantiser), not {cfg.format}")
-    if cfg.output:
+    if cfg.output and cfg.format == "hf":
+        check_hf_output(cfg.output)
+    elif cfg.output:
         from tl_lightning.rundir import check_output
 
         check_output(cfg.output, "output", {"the checkpoint": cfg.ckpt_path})
+    from tl_lightning.deploy.hub import check_push
+
+    check_push(cfg)  # before anything is written: a push that cannot happen writes nothing
     check_positive(cfg.verify_samples, "verify_samples", allow_none=False)
     if not cfg.verify_batch_sizes or min(cfg.verify_batch_sizes) < 1:
         raise ConfigError(f"config key 'verify_batch_sizes': a list of batch sizes >= 1, got {list(cfg.verify_batch_sizes)}")
     return cfg
+
+
+def check_hf_output(output: str) -> None:
+    """format=hf replaces its output folder: only a folder it wrote before (or a new one), never another folder."""
+    import os
+
+    from tl_lightning.errors import MODEL_FOLDER_FILES, ConfigError
+
+    if os.path.isfile(output):
+        raise ConfigError(f"output={output} is a file; format=hf writes a folder: give a new folder's path")
+    if os.path.isdir(output) and os.listdir(output) and \
+            not all(os.path.isfile(os.path.join(output, f)) for f in MODEL_FOLDER_FILES):
+        raise ConfigError(f"output={output} is a folder that holds other files (not a model folder of tl-export "
+                          "format=hf), which the export would replace: give a new folder's path")
 
 
 @one_line_errors

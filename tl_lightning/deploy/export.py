@@ -28,12 +28,13 @@ from tl_lightning.atomic import TMP_MARK, atomic_write, remove_dead_temporaries
 from tl_lightning.config.validate import validate_recorded_data
 from tl_lightning.context import DataPaths, RunLayout
 from tl_lightning.data import build_datamodule
+from tl_lightning.deploy.card import model_card
 from tl_lightning.errors import ConfigError, DataError, TLError, VerificationError
 from tl_lightning.inference import InferenceModel
 
 log = logging.getLogger(__name__)
 
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "hf": "-hf"}
 
 
 class TokensToLogits(nn.Module):
@@ -269,6 +270,8 @@ def export(model: InferenceModel, cfg) -> Dict[str, Any]:
 
     fmt = cfg.format
     path = os.path.abspath(cfg.output or default_output(cfg.ckpt_path, fmt))
+    if fmt == "hf":
+        return export_hf(model, cfg, path)
     folder = os.path.dirname(path)
     _write_check(folder)
     for name in (os.path.basename(path), "tokenizer", os.path.basename(path)[: -len(".onnx")] + ".int8.onnx"):
@@ -350,8 +353,64 @@ def _export_verified(model: InferenceModel, cfg, fmt: str, path: str, tmp: str, 
     if tokenizer_tmp:
         _replace_folder(tokenizer_tmp, os.path.join(folder, "tokenizer"))
     os.replace(tmp, path)
+    atomic_write(card_path(path), model_card(model, cfg.ckpt_path))  # the same card as a Hub folder's README.md
+    report["card"] = card_path(path)
     atomic_write(os.path.join(folder, "export.json"), json.dumps(report, indent=2))
     for stale in (path + ".unverified", os.path.join(folder, "export.unverified.json")):
         if os.path.exists(stale):
             os.remove(stale)
+    return report
+
+
+def card_path(model_path: str) -> str:
+    """The model card next to an ONNX / TorchScript file: <file stem>.card.md."""
+    return os.path.splitext(model_path)[0] + ".card.md"
+
+
+def export_hf(model: InferenceModel, cfg, path: str) -> Dict[str, Any]:
+    """A Hugging Face model folder (tl_lightning/deploy/hub.py) at ``path``, written under a temporary name, read back
+    the way tl-eval reads it and compared with the checkpoint's model on real test samples (the logits must be
+    equal), then renamed over the previous folder; with push=true, uploaded as one commit."""
+    from tl_lightning.deploy import hub
+    from tl_lightning.inference import from_checkpoint, read_checkpoint
+
+    parent = os.path.dirname(path)
+    _write_check(parent)
+    remove_dead_temporaries(parent, os.path.basename(path))
+    tmp = os.path.join(parent, f".{os.path.basename(path)}{TMP_MARK}{os.getpid()}")
+    try:
+        start = time.time()
+        try:
+            hub.write_model_folder(model, tmp, model_card(model, cfg.ckpt_path))
+        except OSError as exc:
+            from tl_lightning.atomic import write_error
+
+            raise write_error(path, exc) from None
+        export_s = time.time() - start
+        reloaded = from_checkpoint(read_checkpoint(tmp), tmp)
+        samples, source = verification_samples(model, cfg.verify_samples, cfg.paths.data_dir, cfg.paths.cache_dir)
+
+        def run(inputs):
+            with torch.inference_mode():
+                return reloaded(inputs).numpy()
+
+        parity = compare(model, run, samples, cfg.verify_batch_sizes)
+        worst_diff = max(r["max_abs_diff"] for r in parity.values())
+        if worst_diff > 0 or min(r["top1_agreement"] for r in parity.values()) < 1:
+            raise VerificationError(f"{path}: the folder's model does not give the checkpoint's logits (max |logit "
+                                    f"diff| {worst_diff:.2e}); nothing was replaced")
+        weights = os.path.join(tmp, hub.WEIGHTS_FILE)
+        report: Dict[str, Any] = {
+            "format": "hf", "path": path, "files": sorted(os.listdir(tmp)), "bytes": os.path.getsize(weights),
+            "sha256": sha256(weights), "checkpoint": os.path.abspath(cfg.ckpt_path), "export_s": round(export_s, 2),
+            "verified_on": source, "parity": parity, "passed": True,
+        }
+        atomic_write(os.path.join(tmp, "export.json"), json.dumps(report, indent=2))
+        _replace_folder(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    if cfg.push:
+        report["pushed_to"] = hub.push_folder(path, cfg.repo_id, cfg.private)
+        atomic_write(os.path.join(path, "export.json"), json.dumps(report, indent=2))
     return report
