@@ -215,11 +215,28 @@ def load_token_cache_payload(tmp_path, marker):
     assert dm.split_info["token_cache"] == "miss"  # rebuilt, never used
 
 
+def load_model_folder_payload(tmp_path, marker):
+    """A model folder (tl-export format=hf) whose weights file is a pickle payload, next to a pytorch_model.bin that
+    is one too: only model.safetensors is read, and it is refused."""
+    import json
+
+    from tl_lightning.inference import load
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"tl_lightning": {"architecture": {"kind": "torchvision",
+                                                                                      "name": "resnet18"}}}))
+    payload_file(folder / "model.safetensors", marker)
+    payload_file(folder / "pytorch_model.bin", marker)
+    load(str(folder))
+
+
 @pytest.mark.parametrize("loader,refused", [
     (load_checkpoint_payload, True), (load_source_checkpoint_payload, True), (load_resume_payload, True),
     (load_weights_payload, True), (load_torch_hub_payload, True), (load_feature_cache_payload, False),
-    (load_token_cache_payload, False)],
-    ids=["ckpt_path", "backbone.path", "resume", "backbone.weights", "torch_hub_cache", "feature_cache", "token_cache"])
+    (load_token_cache_payload, False), (load_model_folder_payload, True)],
+    ids=["ckpt_path", "backbone.path", "resume", "backbone.weights", "torch_hub_cache", "feature_cache", "token_cache",
+         "model_folder"])
 def test_a_pickle_payload_in_any_file_the_harness_loads_never_runs(tmp_path, monkeypatch, loader, refused):
     """Checkpoints and weights are refused in one line; caches are rebuilt; the payload never runs."""
     monkeypatch.setenv("TORCH_HOME", os.environ.get("TORCH_HOME", str(tmp_path / "torch")))
