@@ -205,7 +205,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_checkpoint(run_co
 
     last = run_copy / "checkpoints" / "last.ckpt"
     good = last.read_bytes()
-    code = ("import os, signal, sys, torch; from tl_lightning.atomic import AtomicCheckpointIO; "
+    code = ("import os, signal, sys, torch; from tl_lightning.trainer import AtomicCheckpointIO; "
             "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL); "  # killed after the bytes, before the rename
             "AtomicCheckpointIO().save_checkpoint({'state_dict': {'w': torch.zeros(100000)}}, sys.argv[1])")
     proc = subprocess.run([sys.executable, "-c", code, str(last)], cwd=ROOT, env={**os.environ, **TEST_ENV},

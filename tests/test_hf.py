@@ -34,7 +34,8 @@ def digits_dataset(n=300):
 
 def fortunes_table(per_topic=60):
     """Entries of Debian's fortunes files (string labels: the topic)."""
-    from tl_lightning.data.text import read_text_file, split_entries
+    from tl_lightning.data.text import split_entries
+    from tl_lightning.tables import read_text_file
 
     texts, topics = [], []
     for topic in TOPICS:

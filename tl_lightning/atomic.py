@@ -1,18 +1,17 @@
 """Atomic file writes: write a temporary file next to the target, fsync it, rename it over the target, fsync the
 folder. A crash, a kill or a full disk leaves the previous file, never a truncated one. Checkpoints go through
-``AtomicCheckpointIO``; summary.json, config_resolved.yaml and the caches through ``atomic_write``."""
+``tl_lightning.trainer.AtomicCheckpointIO``; summary.json, config_resolved.yaml and the caches through ``atomic_write``."""
 
 import errno
 import glob
 import io
 import logging
 import os
-from typing import Any, Callable, Optional, Union
-
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from typing import Any, Union
 
 from tl_lightning.errors import WriteError
 
+# No Lightning here: tl-predict and the config check import this module, and Lightning takes seconds to import.
 log = logging.getLogger(__name__)
 TMP_MARK = ".tmp-"
 
@@ -96,16 +95,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with atomic saves in the checkpoint's own folder (Lightning's default writes
-    through a temporary file in /tmp and moves it, which is not atomic across filesystems), and loads that
-    accept only tensors and plain containers (``weights_only=True``)."""
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options: Optional[Any] = None) -> None:
-        atomic_torch_save(checkpoint, str(path))
-
-    def load_checkpoint(self, path, map_location: Optional[Callable] = lambda storage, loc: storage,
-                        weights_only: Optional[bool] = None) -> dict:
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from tl_lightning.atomic import AtomicCheckpointIO, atomic_write
+from tl_lightning.atomic import atomic_write
 from tl_lightning.backbones.registry import build_backbone
 from tl_lightning.callbacks.best_epoch import BestEpoch
 from tl_lightning.callbacks.factory import build_callbacks
@@ -31,7 +31,7 @@ from tl_lightning.source_eval import SourceEvaluation
 from tl_lightning.strategies import build_strategy, strategy_class
 from tl_lightning.strategies.capabilities import WrapsData
 from tl_lightning.summary import build_summary, collect_sections, scalar_metrics, write_summary
-from tl_lightning.trainer import apply_model_switches, cluster_plugins, trainer_kwargs
+from tl_lightning.trainer import AtomicCheckpointIO, apply_model_switches, cluster_plugins, trainer_kwargs
 
 log = logging.getLogger(__name__)
 

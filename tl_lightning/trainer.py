@@ -1,13 +1,15 @@
-"""The Lightning Trainer from the ``trainer`` group, and the two model switches it carries."""
+"""The Lightning Trainer from the ``trainer`` group, the two model switches it carries, and its checkpoint IO."""
 
 import dataclasses
 import logging
 import os
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from tl_lightning.atomic import atomic_torch_save
 from tl_lightning.config.schema import MODEL_SWITCHES, TrainerConf
 
 log = logging.getLogger(__name__)
@@ -43,3 +45,16 @@ def apply_model_switches(module, trainer_cfg) -> None:
         module.use_channels_last()
     if trainer_cfg.compile:
         module.backbone.model.compile()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with atomic saves in the checkpoint's own folder (Lightning's default writes
+    through a temporary file in /tmp and moves it, which is not atomic across filesystems), and loads that
+    accept only tensors and plain containers (``weights_only=True``)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options: Optional[Any] = None) -> None:
+        atomic_torch_save(checkpoint, str(path))
+
+    def load_checkpoint(self, path, map_location: Optional[Callable] = lambda storage, loc: storage,
+                        weights_only: Optional[bool] = None) -> dict:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)

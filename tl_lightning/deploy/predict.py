@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tl_lightning.atomic import atomic_write
 from tl_lightning.batch import sample, to_device
-from tl_lightning.data.text import read_table, read_text_file
 from tl_lightning.deploy.tta import with_tta
 from tl_lightning.errors import ConfigError, DataError
 from tl_lightning.inference import InferenceModel
+from tl_lightning.tables import read_table, read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,10 @@ def predict(model: InferenceModel, spec: str, output: str, top_k: int = 3, batch
     dev = pick_device(device)
     model.to(dev)
     k = max(1, min(top_k, len(model.class_names)))
+    # one batch has nothing to overlap: workers would only add their start-up
+    workers = num_workers if len(items) > batch_size else 0
     loader = DataLoader(Inputs(items, model.preprocessing.transform(train=False)), batch_size=batch_size,
-                        shuffle=False, num_workers=num_workers,
+                        shuffle=False, num_workers=workers,
                         collate_fn=collate_with_errors(model.preprocessing.collate))
     rows: Dict[int, List[Any]] = {}
     with torch.inference_mode():
