@@ -25,6 +25,21 @@ def test_multirun_failing_job_is_reported_and_the_rest_run(tmp_path):
     assert json.loads((sweep / "1" / "summary.json").read_text())["samples_per_class"] == 3
 
 
+@pytest.mark.integration
+def test_a_sweep_runs_its_jobs_side_by_side_with_the_cores_shared(tmp_path):
+    """hydra/launcher=parallel (hydra-joblib-launcher): both jobs finish, each with its share of the cores."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep}", "hydra/launcher=parallel",
+           "seed=0,1", *TINY, "trainer.max_epochs=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **TEST_ENV})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cores = len(os.sched_getaffinity(0))
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "summary.json").read_text())["seed"] == int(job)
+        log = (sweep / job / "train.log").read_text()
+        assert f"{min(2, cores)} jobs side by side on {cores} cores: {max(1, cores // 2)} torch thread(s) each" in log
+
+
 def test_bench_gpu_script_runs_its_code_paths_on_cpu(capsys, monkeypatch):
     """The GPU benchmark (run on a GPU machine) kept working: its CPU smoke mode, in this process."""
     import runpy

@@ -184,6 +184,26 @@ def _pin_job_for_ddp_children(output_dir: str) -> None:
         hydra_cfg.run.dir = output_dir
 
 
+def share_cores(hydra_cfg) -> None:
+    """Jobs run side by side on this machine (hydra/launcher=parallel, the joblib launcher's n_jobs): each takes
+    its share of the cores for torch's threads, so the jobs do not oversubscribe them."""
+    launcher = hydra_cfg.get("launcher") or {}
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n_jobs = launcher.get("n_jobs") or 1
+    jobs = cores if n_jobs < 0 else min(n_jobs, cores)
+    import torch
+
+    threads = max(1, cores // max(1, jobs))
+    torch.set_num_threads(threads)
+    log.info("%d jobs side by side on %d cores: %d torch thread(s) each", jobs, cores, threads)
+    if jobs > 1:
+        from tl_lightning.callbacks import progress
+
+        progress.SHARED_TERMINAL = True
+
+
 def resume_command() -> str:
     """The command that continues this run (a multirun job: as a single run in the job's dir)."""
     import shlex
@@ -212,6 +232,7 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
     choice = hydra_cfg.runtime.choices.get("backbone", "")
     backbone_choice = f"backbone={choice}" + (f" backbone.name={cfg.backbone.name}" if choice in ("timm", "hf") else "")
 
+    share_cores(hydra_cfg)
     from tl_lightning.run import train  # heavy imports only after the config is known to be valid
 
     metrics, summary = train(cfg, output_dir, group=group, backbone_choice=backbone_choice)
