@@ -7,9 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.helpers import ROOT
 from tl_lightning.backbones.registry import build_backbone
 from tl_lightning.config.schema import BackboneConf
-from tl_lightning.errors import WeightsError
+from tl_lightning.errors import ConfigError, WeightsError
 
 
 def bb_cfg(kind="torchvision", name="resnet18", **kw):
@@ -215,3 +216,53 @@ def test_in_chans_checkpoint_rebuilds_the_adapted_model(tmp_path):
     rebuilt = from_checkpoint({"tl_lightning": record, "state_dict": state}, "x.ckpt")
     assert rebuilt.input_spec.channels == 1
     assert rebuilt(torch.randn(1, 1, 32, 32)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("kind,name", [("efficientnet_lite0", "efficientnet_lite0"), ("minilm", "all-MiniLM-L6-v2")])
+def test_activation_checkpointing_keeps_the_gradients_and_saves_activations(kind, name):
+    """backbone.grad_checkpointing=true: the same loss and gradients, less kept for backward (frozen embeddings
+    included, as under LoRA)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))  # the benchmark's counter of the bytes kept for backward
+    from bench_memory import saved_bytes
+
+    from tl_lightning.backbones.registry import build_backbone
+
+    def grads(checkpointing):
+        cfg = OmegaConf.create({"kind": kind, "name": name, "weights": None, "grad_checkpointing": checkpointing,
+                                "max_length": 16})
+        backbone = build_backbone(cfg, pretrained=True, image_size=32)
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.feature_dim, 3)).train()
+        for pname, p in net.named_parameters():
+            if "embed" in pname:
+                p.requires_grad_(False)
+        # the same function in both passes: no dropout; BatchNorm on its running statistics (timm checkpoints in
+        # any mode, transformers in training mode only)
+        net.train(kind == "minilm")
+        for m in net.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        if kind == "minilm":
+            for key in ("attention_probs_dropout_prob", "hidden_dropout_prob"):
+                setattr(backbone.model.encoder.config, key, 0.0)
+            ids = torch.randint(1000, 20000, (2, 16))
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        else:
+            inputs = torch.randn(2, 3, 32, 32)
+        kept = saved_bytes(net, inputs)
+        return kept, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    plain_kept, plain = grads(False)
+    ckpt_kept, ckpt = grads(True)
+    assert plain.keys() == ckpt.keys() and len(plain) > 10
+    assert all(torch.allclose(plain[n], ckpt[n], atol=1e-5, rtol=1e-4) for n in plain)
+    assert ckpt_kept < 0.5 * plain_kept
+
+
+def test_activation_checkpointing_of_a_backbone_without_it_is_one_line():
+    from tl_lightning.compose import compose_config
+
+    with pytest.raises(ConfigError, match="activation checkpointing comes with timm and Hugging Face backbones"):
+        compose_config(["backbone=resnet18", "backbone.grad_checkpointing=true"], "/tmp/tl-test-run")

@@ -25,4 +25,27 @@ def build_backbone(cfg, pretrained: bool, choice: str = "", image_size: Optional
         backbone.arch = {"kind": cfg.kind, "name": cfg.name}
         if cfg.get("in_chans") not in (None, 3):
             backbone.arch["in_chans"] = cfg.in_chans
+    if cfg.get("grad_checkpointing"):
+        enable_grad_checkpointing(backbone, cfg.kind)
     return backbone
+
+
+def enable_grad_checkpointing(backbone, kind: str) -> None:
+    """Activation checkpointing: the backbone's blocks keep only their inputs for backward and recompute the rest
+    (timm's ``set_grad_checkpointing``; transformers' ``activation_checkpointing_enable``, non-reentrant, so frozen
+    embeddings and LoRA work). Less activation memory for about one more forward pass per step; in eval mode
+    nothing changes. A model that has neither is one line (the config check names the kinds that have it)."""
+    from tl_lightning.errors import ConfigError
+
+    model = backbone.model
+    encoder = getattr(model, "encoder", None)
+    if hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+    elif encoder is not None and getattr(encoder, "supports_gradient_checkpointing", False):
+        if hasattr(encoder, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise ConfigError(f"backbone.grad_checkpointing=true: {backbone.name} ({kind}) has no activation "
+                          "checkpointing (timm and Hugging Face models have it); set it to false")

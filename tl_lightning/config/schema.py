@@ -45,6 +45,9 @@ class BackboneConf:
     head_dropout: float = 0.0  # dropout before the new classification head
     drop_path_rate: float = 0.0  # stochastic depth of timm backbones (kind timm, efficientnet_lite0): 0 = off
     in_chans: Optional[int] = None  # image channels the model takes (1: grayscale); null: the model's own (3)
+    # activation checkpointing (timm's set_grad_checkpointing, transformers' gradient_checkpointing_enable): less
+    # activation memory for about one more forward pass per training step
+    grad_checkpointing: bool = False
     # text backbones (kind=hf|minilm) only:
     max_length: Optional[int] = None  # tokens per text (special tokens included); null: min(128, the model's limit)
     pooling: str = "mean"  # mean (over the attention mask) | cls (the first token's hidden state)
@@ -63,6 +66,9 @@ class BackboneConf:
         if bb.drop_path_rate and bb.kind not in DROP_PATH_KINDS:
             raise ConfigError(f"backbone.drop_path_rate={bb.drop_path_rate}: stochastic depth comes with timm backbones "
                               f"(kind {', '.join(DROP_PATH_KINDS)}), not backbone.kind={bb.kind}")
+        if bb.grad_checkpointing and bb.kind not in GRAD_CHECKPOINTING_KINDS:
+            raise ConfigError(f"backbone.grad_checkpointing=true: activation checkpointing comes with timm and Hugging "
+                              f"Face backbones (kind {', '.join(GRAD_CHECKPOINTING_KINDS)}), not backbone.kind={bb.kind}")
         if bb.kind == "checkpoint":
             if not bb.path:
                 raise ConfigError("backbone=checkpoint needs backbone.path=<run dir>/checkpoints/best.ckpt")
@@ -184,6 +190,7 @@ class DataConf:
 
 AUGMENT_PRESETS = ("none", "basic", "strong", "randaugment", "autoaugment")
 DROP_PATH_KINDS = ("timm", "efficientnet_lite0")
+GRAD_CHECKPOINTING_KINDS = ("timm", "efficientnet_lite0", "hf", "minilm")
 
 
 @dataclass
