@@ -113,6 +113,7 @@ def _load(folder_or_name: str, pretrained: bool, offline: bool):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # "some weights were not used" lists for a pooler we do not use
+    hf_logging.disable_progress_bar()  # transformers 5 draws a "Loading weights" bar for every model it loads
     # trust_remote_code=False: transformers refuses (never prompts for) a model that needs its own code
     kwargs = {"local_files_only": offline, "trust_remote_code": False}
     config = AutoConfig.from_pretrained(folder_or_name, **kwargs)
