@@ -148,6 +148,18 @@ def test_official_splits_without_labels_are_drawn_from_the_training_split(tmp_pa
     assert dm.split_info["sizes"]["test"] + dm.split_info["sizes"]["val"] + dm.split_info["sizes"]["train"] == 250
 
 
+def test_a_dataset_without_labels_is_a_pool_of_unlabelled_data(hf_data, tmp_path):
+    """data.unlabeled={name: hf, ...}: a dataset without its label column is read as one pool."""
+    import datasets
+
+    datasets.Dataset.from_dict({"image": [digits_dataset(40)[k]["image"] for k in range(40)]},
+                               features=datasets.Features({"image": datasets.Image()})).save_to_disk(str(tmp_path / "u"))
+    _, summary = train_inprocess(image_args(hf_data, f"data.unlabeled={{name: hf, path: {tmp_path / 'u'}}}",
+                                            "adapt=pseudo_label", "trainer.max_epochs=1", "logger=none"),
+                                 tmp_path / "run")
+    assert summary["split"]["unlabeled"]["sizes"]["train"] > 0
+
+
 def test_duplicate_images_across_splits_are_dropped(tmp_path):
     import datasets
 

@@ -12,8 +12,8 @@ import logging
 import pytest
 from omegaconf import OmegaConf
 
-from tl_lightning.tables import read_table, read_text_file
 from tl_lightning.errors import DataError
+from tl_lightning.tables import read_table, read_text_file
 
 ROWS = [("good film, loved it", "pos"), ("bad film; hated it", "neg"), ('a "so-so" film', "pos")]
 

@@ -45,7 +45,7 @@ class BackboneConf:
     head_dropout: float = 0.0  # dropout before the new classification head
     drop_path_rate: float = 0.0  # stochastic depth of timm backbones (kind timm, efficientnet_lite0): 0 = off
     in_chans: Optional[int] = None  # image channels the model takes (1: grayscale); null: the model's own (3)
-    # activation checkpointing (timm's set_grad_checkpointing, transformers' gradient_checkpointing_enable): less
+    # activation checkpointing (timm's set_grad_checkpointing, transformers' activation_checkpointing_enable): less
     # activation memory for about one more forward pass per training step
     grad_checkpointing: bool = False
     # text backbones (kind=hf|minilm) only:

@@ -237,6 +237,8 @@ class HFSource:
     def load(self, datamodule) -> RawData:
         cfg = self.cfg
         train, val, test = splits_of(open_dataset(cfg), cfg.path)
+        if datamodule.as_unlabeled and cfg.label_column not in train.column_names:
+            return self._unlabelled_pool(train)
         values, names = label_values(train, cfg.label_column, cfg.path)
         if names is None:
             names = class_names_of([v for v in values if v is not None])
@@ -264,6 +266,22 @@ class HFSource:
             parts[split] = source
         datamodule.group_names = group_names or []
         return RawData(train=parts["train"], val=parts["val"], test=parts["test"], class_names=names)
+
+    def _unlabelled_pool(self, train) -> RawData:
+        """As data.unlabeled, a dataset without its label column: its training split as one pool of samples."""
+        from tl_lightning.data.unlabeled import UNLABELED_CLASS
+
+        cfg, rows = self.cfg, np.arange(len(train), dtype=np.int64)
+        targets = np.zeros(len(train), dtype=np.int64)
+        origin = f"{cfg.path}[train]"
+        if self.modality == "image":
+            source = HFImageSource(train, cfg.image_column or "image", rows, targets, origin)
+        else:
+            texts = column(train, cfg.text_column, "text_column", cfg.path)
+            keep = [r for r in rows if isinstance(texts[r], str) and texts[r].strip()]
+            source = TextSource([texts[r].strip() for r in keep], [0] * len(keep), origin,
+                                [f"{origin}#{r}" for r in keep])
+        return RawData(train=source, class_names=[UNLABELED_CLASS])
 
     def _source(self, ds, split: str, names: List[str]):
         """The labelled rows of one split as a source; None for a val/test split without labels."""
