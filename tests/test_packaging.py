@@ -36,7 +36,7 @@ def test_installed_wheel_runs_its_console_script_outside_the_checkout(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "strategy: ewc, finetune, ia3, l2sp, linear_probe, lora, lp_ft, progressive, protonet, scratch" in proc.stdout
-    assert "hydra/launcher: slurm" in proc.stdout and "name: fashion_mnist" in proc.stdout
+    assert "hydra/launcher: parallel, slurm" in proc.stdout and "name: fashion_mnist" in proc.stdout
     report = subprocess.run([str(target / "bin" / "tl-report"), str(elsewhere)], cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 2 and "no summary.json" in report.stderr, report.stderr[-2000:]

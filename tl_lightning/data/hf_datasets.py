@@ -80,7 +80,7 @@ def open_dataset(cfg, online: Optional[bool] = None):
     import datasets
 
     path = cfg.path
-    quiet = datasets.utils.logging.get_verbosity()
+    quiet, bars = datasets.utils.logging.get_verbosity(), datasets.utils.logging.is_progress_bar_enabled()
     datasets.utils.logging.set_verbosity_error()  # its "Generating train split" lines and cache notes
     datasets.utils.logging.disable_progress_bar()
     try:
@@ -101,7 +101,8 @@ def open_dataset(cfg, online: Optional[bool] = None):
                             f"({first_line(exc)})" + ("" if online else f"; {prefetch_hint(cfg)}")) from None
     finally:
         datasets.utils.logging.set_verbosity(quiet)
-        datasets.utils.logging.enable_progress_bar()
+        if bars:
+            datasets.utils.logging.enable_progress_bar()
 
 
 def first_line(exc: BaseException) -> str:
