@@ -200,6 +200,14 @@ def test_mistakes_are_one_line_naming_the_key(args, fragments):
         assert fragment in message, message
 
 
+def test_fsdp_on_cpus_is_one_line_naming_what_runs_there(compose, monkeypatch):
+    with pytest.raises(ConfigError, match=r"trainer.strategy=fsdp with trainer.accelerator=cpu: Lightning runs FSDP on "
+                                          r"CUDA GPUs only; on CPUs use trainer=ddp_cpu"):
+        validate_config(compose(["trainer.strategy=fsdp", "trainer.devices=2"]))
+    monkeypatch.setattr("tl_lightning.config.schema.gpu_visible", lambda: True)
+    assert validate_config(compose(["trainer=gpu", "trainer.strategy=fsdp"])).trainer.strategy == "fsdp"
+
+
 @pytest.mark.parametrize("trainer", ["gpu", "ddp"])
 def test_gpu_trainer_on_a_machine_without_gpu_is_one_line(compose, monkeypatch, trainer):
     monkeypatch.setattr("tl_lightning.config.schema.gpu_visible", lambda: False)

@@ -821,6 +821,10 @@ class TrainerConf:
         if tr.accelerator in ("gpu", "cuda") and not gpu_visible():
             raise ConfigError(f"trainer.accelerator={tr.accelerator} but this machine has no GPU; use trainer=cpu "
                               "(or trainer=ddp_cpu for two processes)")
+        if str(tr.strategy).startswith("fsdp") and tr.accelerator not in ("gpu", "cuda", "auto"):
+            raise ConfigError(f"trainer.strategy={tr.strategy} with trainer.accelerator={tr.accelerator}: Lightning runs "
+                              "FSDP on CUDA GPUs only; on CPUs use trainer=ddp_cpu (or backbone.grad_checkpointing=true "
+                              "for less activation memory)")
 
 
 PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
