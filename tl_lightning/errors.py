@@ -41,7 +41,14 @@ def unknown_name(kind: str, name: str, valid, where: str) -> ConfigError:
     return ConfigError(f"unknown {kind} '{name}' ({where}); valid: {', '.join(sorted(valid))}")
 
 
-MODEL_FOLDER_FILES = ("model.safetensors", "config.json")
+MODEL_FOLDER_FILES = ("model.safetensors", "config.json")  # what tl-export format=hf writes and every tool reads
+
+
+def is_model_folder(path: str) -> bool:
+    """A folder holding a model folder's weights and config (tl_lightning/backbones/model_folder.py reads it)."""
+    import os
+
+    return os.path.isdir(path) and all(os.path.isfile(os.path.join(path, f)) for f in MODEL_FOLDER_FILES)
 
 
 def check_file(path: str, key: str, checkpoint: bool = False) -> None:
@@ -52,8 +59,8 @@ def check_file(path: str, key: str, checkpoint: bool = False) -> None:
     import zipfile
 
     if os.path.isdir(path):
-        if checkpoint and key != "resume" and all(os.path.isfile(os.path.join(path, f)) for f in MODEL_FOLDER_FILES):
-            return  # a model folder of tl-export format=hf (tl_lightning/backbones/model_folder.py reads it)
+        if checkpoint and key != "resume" and is_model_folder(path):
+            return  # a model folder of tl-export format=hf
         hint = " (or a model folder of tl-export format=hf, which holds model.safetensors and config.json)" \
             if checkpoint and key != "resume" else ""
         raise ConfigError(f"{key}: {path} is a directory; give a file in it (e.g. {os.path.join(path, '...')}){hint}")

@@ -5,16 +5,10 @@ import json
 import os
 from typing import Any, Dict
 
-from tl_lightning.errors import WeightsError
+from tl_lightning.errors import MODEL_FOLDER_FILES, WeightsError, is_model_folder
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+WEIGHTS_FILE, CONFIG_FILE = MODEL_FOLDER_FILES
 FORMAT_VERSION = 1
-
-
-def is_model_folder(path: str) -> bool:
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, WEIGHTS_FILE)) and \
-        os.path.isfile(os.path.join(path, CONFIG_FILE))
 
 
 def read_model_folder(path: str, key: str = "ckpt_path") -> Dict[str, Any]:

@@ -41,12 +41,11 @@ def check_hf_output(output: str) -> None:
     """format=hf replaces its output folder: only a folder it wrote before (or a new one), never another folder."""
     import os
 
-    from tl_lightning.errors import MODEL_FOLDER_FILES, ConfigError
+    from tl_lightning.errors import ConfigError, is_model_folder
 
     if os.path.isfile(output):
         raise ConfigError(f"output={output} is a file; format=hf writes a folder: give a new folder's path")
-    if os.path.isdir(output) and os.listdir(output) and \
-            not all(os.path.isfile(os.path.join(output, f)) for f in MODEL_FOLDER_FILES):
+    if os.path.isdir(output) and os.listdir(output) and not is_model_folder(output):
         raise ConfigError(f"output={output} is a folder that holds other files (not a model folder of tl-export "
                           "format=hf), which the export would replace: give a new folder's path")
 
