@@ -16,11 +16,10 @@ from torch import nn
 
 from tl_lightning.backbones.base import Backbone, LayerGroup
 from tl_lightning.backbones.text_preprocessing import TextPreprocessing, TextSpec
-from tl_lightning.backbones.weights import require_download
+from tl_lightning.backbones.weights import HF_URL, require_download
 from tl_lightning.errors import ConfigError, WeightsError
 
 DEFAULT_MAX_LENGTH = 128
-HF_URL = "https://huggingface.co"
 
 
 class HFEncoder(nn.Module):

@@ -17,6 +17,7 @@ import torch
 from tl_lightning.errors import WeightsError
 
 PROBE_TIMEOUT_S = 3.0
+HF_URL = "https://huggingface.co"  # the Hugging Face Hub: models, datasets, uploads
 
 
 def prefetch_hint(backbone_choice: str) -> str:

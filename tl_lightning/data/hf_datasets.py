@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tl_lightning.backbones.weights import host_reachable, offline_forced
+from tl_lightning.backbones.weights import HF_URL, host_reachable
 from tl_lightning.data.base import RawData, TransferDataModule
 from tl_lightning.data.groups import group_ids
 from tl_lightning.data.text import TextDataModule, TextSource, class_names_of
@@ -34,7 +34,6 @@ from tl_lightning.errors import DataError
 from tl_lightning.registry import DATAMODULES
 
 log = logging.getLogger(__name__)
-HF_URL = "https://huggingface.co"
 VAL_SPLITS = ("validation", "valid", "val", "dev")
 BUILDERS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
 
@@ -87,7 +86,7 @@ def open_dataset(cfg, online: Optional[bool] = None):
         if is_local(path):
             return _open_local(cfg)
         if online is None:
-            online = not offline_forced() and host_reachable(HF_URL)
+            online = host_reachable(HF_URL)  # False at once under HF_HUB_OFFLINE / TL_OFFLINE
         if not online and not os.path.isdir(cached_hub_dir(cfg)):
             raise DataError(f"data.path={path}: the Hugging Face dataset is not in the datasets cache "
                             f"({cached_hub_dir(cfg)}) and huggingface.co is unreachable; {prefetch_hint(cfg)} "
@@ -160,24 +159,11 @@ def label_values(ds, key_column: str, path: str):
     return [None if v is None or str(v).strip() == "" else str(v).strip() for v in values], None
 
 
-class HFRows:
-    """The labelled rows of one split of a ``datasets`` dataset: row ids into it, targets, optional groups."""
+class HFImageSource:
+    """The labelled rows of one split of a ``datasets`` dataset (row ids into it, targets), their images decoded one
+    at a time from the Arrow files (``sample(i)``: a PIL image in RGB)."""
 
-    def __init__(self, ds, rows: np.ndarray, targets: np.ndarray, origin: str):
-        self.ds, self.rows, self.origin = ds, rows, origin
-        self.targets = targets
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def name(self, i: int) -> str:
-        return f"{self.origin}#{int(self.rows[i])}"
-
-
-class HFImageSource(HFRows):
-    """Images decoded one at a time from the Arrow files (``sample(i)``: a PIL image in RGB)."""
-
-    def __init__(self, ds, image_column: str, rows, targets, origin: str):
+    def __init__(self, ds, image_column: str, rows: np.ndarray, targets: np.ndarray, origin: str):
         import datasets
 
         feature = ds.features.get(image_column)
@@ -185,8 +171,14 @@ class HFImageSource(HFRows):
             found = type(feature).__name__ if feature is not None else "no such column"
             raise DataError(f"{origin}: column '{image_column}' (data.image_column) is not a column of images "
                             f"({found}); columns: {', '.join(ds.column_names)}; set data.text_column for texts")
-        super().__init__(ds.select_columns([image_column]), rows, targets, origin)
+        self.ds, self.rows, self.targets, self.origin = ds.select_columns([image_column]), rows, targets, origin
         self.image_column = image_column
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def name(self, i: int) -> str:
+        return f"{self.origin}#{int(self.rows[i])}"
 
     def sample(self, i: int):
         try:
@@ -272,16 +264,8 @@ class HFSource:
         """As data.unlabeled, a dataset without its label column: its training split as one pool of samples."""
         from tl_lightning.data.unlabeled import UNLABELED_CLASS
 
-        cfg, rows = self.cfg, np.arange(len(train), dtype=np.int64)
-        targets = np.zeros(len(train), dtype=np.int64)
-        origin = f"{cfg.path}[train]"
-        if self.modality == "image":
-            source = HFImageSource(train, cfg.image_column or "image", rows, targets, origin)
-        else:
-            texts = column(train, cfg.text_column, "text_column", cfg.path)
-            keep = [r for r in rows if isinstance(texts[r], str) and texts[r].strip()]
-            source = TextSource([texts[r].strip() for r in keep], [0] * len(keep), origin,
-                                [f"{origin}#{r}" for r in keep])
+        rows = np.arange(len(train), dtype=np.int64)
+        source = self._make_source(train, rows, np.zeros(len(train), dtype=np.int64), f"{self.cfg.path}[train]")
         return RawData(train=source, class_names=[UNLABELED_CLASS])
 
     def _source(self, ds, split: str, names: List[str]):
@@ -310,7 +294,12 @@ class HFSource:
                 raise DataError(f"{origin}: labels {', '.join(unknown[:5])} are not classes of the training split "
                                 f"({', '.join(names[:8])})")
             targets = [index[values[k]] for k in labelled]
-        rows, targets = np.asarray(labelled, dtype=np.int64), np.asarray(targets, dtype=np.int64)
+        return self._make_source(ds, np.asarray(labelled, dtype=np.int64), np.asarray(targets, dtype=np.int64), origin)
+
+    def _make_source(self, ds, rows: np.ndarray, targets: np.ndarray, origin: str):
+        """The source of these rows of ``ds``: their images, or their non-empty texts (the others skipped with a
+        count); ``source.rows`` maps the source's samples back to rows of ``ds``."""
+        cfg = self.cfg
         if self.modality == "image":
             return HFImageSource(ds, cfg.image_column or "image", rows, targets, origin)
         texts = column(ds, cfg.text_column, "text_column", cfg.path)
@@ -351,7 +340,7 @@ def prefetch(cfg) -> str:
     there."""
     if is_local(cfg.path):
         return f"data.path={cfg.path} is a local dataset: nothing to fetch"
-    if offline_forced() or not host_reachable(HF_URL):
+    if not host_reachable(HF_URL):
         if os.path.isdir(cached_hub_dir(cfg)):
             return f"cached: dataset {cfg.path} ({cached_hub_dir(cfg)}); huggingface.co is unreachable, not updated"
         raise DataError(f"data.path={cfg.path}: huggingface.co is unreachable from this machine (offline?); run "

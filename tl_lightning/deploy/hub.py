@@ -21,6 +21,7 @@ from typing import Any, Dict
 import torch
 
 from tl_lightning.backbones.model_folder import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE
+from tl_lightning.backbones.weights import HF_URL, host_reachable
 
 
 def folder_state(model) -> Dict[str, torch.Tensor]:
@@ -104,12 +105,8 @@ def write_model_folder(model, folder: str, card: str) -> None:
         os.chmod(os.path.join(folder, name), 0o666 & ~umask)
 
 
-HF_URL = "https://huggingface.co"
-
-
 def check_push(cfg) -> None:
     """push=true: a repo id, and the Hub reachable now (else one line, before anything is written)."""
-    from tl_lightning.backbones.weights import host_reachable
     from tl_lightning.errors import ConfigError
 
     if not cfg.push:
