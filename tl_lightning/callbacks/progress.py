@@ -11,15 +11,11 @@ from lightning.pytorch.callbacks.progress import ProgressBar
 
 from tl_lightning.terminal import metric_text
 
-# True while jobs run side by side in one terminal (hydra/launcher=parallel): live bars of several processes would
-# overwrite each other, so each job prints its epoch lines instead
-SHARED_TERMINAL = False
-
 
 def terminal_progress_bar(interactive=None) -> ProgressBar:
     """``LiveBar`` when stdout is a terminal (``interactive=None``: ask it), ``EpochLines`` otherwise."""
     if interactive is None:
-        interactive = sys.stdout.isatty() and not SHARED_TERMINAL
+        interactive = sys.stdout.isatty()
     return LiveBar() if interactive else EpochLines()
 
 

@@ -184,9 +184,11 @@ def _pin_job_for_ddp_children(output_dir: str) -> None:
         hydra_cfg.run.dir = output_dir
 
 
-def share_cores(hydra_cfg) -> None:
+def share_cores(cfg: DictConfig, hydra_cfg) -> None:
     """Jobs run side by side on this machine (hydra/launcher=parallel, the joblib launcher's n_jobs): each takes
-    its share of the cores for torch's threads, so the jobs do not oversubscribe them."""
+    its share of the cores for torch's threads, so the jobs do not oversubscribe them, and prints epoch lines
+    unless callbacks.rich_progress_bar.interactive says otherwise (live bars of several processes in one
+    terminal overwrite each other)."""
     launcher = hydra_cfg.get("launcher") or {}
     if "joblib" not in str(launcher.get("_target_", "")).lower():
         return
@@ -198,10 +200,8 @@ def share_cores(hydra_cfg) -> None:
     threads = max(1, cores // max(1, jobs))
     torch.set_num_threads(threads)
     log.info("%d jobs side by side on %d cores: %d torch thread(s) each", jobs, cores, threads)
-    if jobs > 1:
-        from tl_lightning.callbacks import progress
-
-        progress.SHARED_TERMINAL = True
+    if jobs > 1 and cfg.callbacks.rich_progress_bar.interactive is None:
+        cfg.callbacks.rich_progress_bar.interactive = False
 
 
 def resume_command() -> str:
@@ -232,7 +232,7 @@ def _run_task(cfg: DictConfig) -> Optional[float]:
     choice = hydra_cfg.runtime.choices.get("backbone", "")
     backbone_choice = f"backbone={choice}" + (f" backbone.name={cfg.backbone.name}" if choice in ("timm", "hf") else "")
 
-    share_cores(hydra_cfg)
+    share_cores(cfg, hydra_cfg)
     from tl_lightning.run import train  # heavy imports only after the config is known to be valid
 
     metrics, summary = train(cfg, output_dir, group=group, backbone_choice=backbone_choice)
