@@ -146,19 +146,17 @@ def run(workload: str, args) -> None:
     print(f"\n== {workload}: " + (f"{args.files} JPEGs of 256-512 px in {root}, 224 px" if root else
                                   "Fashion-MNIST (arrays in memory), 64 px") + f", batch {batch_size}, {args.device}")
     print(f"{'measurement':<44} {'images/s':>10}  note")
-    rows = {}
     for workers in (0, 1, 2):
         dm = datamodule(workload, root, workers, batch_size, prep)
         first, rate = loader_rate(dm.labelled_train_loader(), args.batches)
-        rows[f"loader_train_w{workers}"] = rate
         print(f"{f'loader alone, train transform, {workers} workers':<44} {rate:>10.1f}  first batch {first:.2f} s")
     first, rate = loader_rate(dm.eval_loader("train"), args.batches)
     print(f"{'loader alone, eval transform, 2 workers':<44} {rate:>10.1f}  first batch {first:.2f} s")
     for train in (True, False):
         what = "train" if train else "eval"
         fixed = next(iter(dm.labelled_train_loader() if train else dm.eval_loader("train")))
-        rows[f"fixed_{what}"] = step_rate(net, [fixed] * (args.batches + 2), args.device, train)
-        print(f"{f'model alone, one fixed batch, {what}':<44} {rows[f'fixed_{what}']:>10.1f}  batch {len(fixed['target'])}")
+        rate = step_rate(net, [fixed] * (args.batches + 2), args.device, train)
+        print(f"{f'model alone, one fixed batch, {what}':<44} {rate:>10.1f}  batch {len(fixed['target'])}")
     for workers in (0, 2):
         dm = datamodule(workload, root, workers, batch_size, prep)
         for train, loader in ((True, dm.labelled_train_loader()), (False, dm.eval_loader("train"))):

@@ -52,17 +52,22 @@ def train_inprocess(args, run_dir):
     return train(cfg, str(run_dir))
 
 
+def one_line(exc: BaseException, *fragments) -> str:
+    """The error's message is one line holding every fragment; returns it."""
+    message = str(exc)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
 def expect_user_error(args, run_dir, *fragments) -> str:
     """The run stops with one of the project's error types (train.py prints it as its one line, exit 2)."""
     from tl_lightning.errors import TLError
 
     with pytest.raises(TLError) as info:
         train_inprocess(args, run_dir)
-    message = str(info.value)
-    assert "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
+    return one_line(info.value, *fragments)
 
 
 def write_idx(path, array: np.ndarray) -> None:
