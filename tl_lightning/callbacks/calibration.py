@@ -73,8 +73,9 @@ class TemperatureScaling(L.Callback):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         pl_module.load_state_dict(checkpoint["state_dict"], strict=pl_module.strict_loading)
         # every rank scores the whole validation split (not its shard), so every rank finds the same T
-        got = collect(lambda b: pl_module.restrict(pl_module(b["inputs"]), b), trainer.datamodule.val_dataloader(),
-                      [pl_module])
+        dm = trainer.datamodule  # its hook makes data.cache's uint8 batches model input, as in the fit
+        got = collect(lambda b: pl_module.restrict(pl_module(dm.on_after_batch_transfer(b, 0)["inputs"]), b),
+                      dm.val_dataloader(), [pl_module])
         logits, target = got["outputs"], got["target"]
         if not len(target):
             log.warning("temperature scaling: the validation split is empty: not fitted")

@@ -189,6 +189,7 @@ class DataConf:
 
 
 AUGMENT_PRESETS = ("none", "basic", "strong", "randaugment", "autoaugment")
+CACHE_MODES = ("auto", "off", "memory", "disk")  # data.cache (tl_lightning/data/decoded_cache.py)
 DROP_PATH_KINDS = ("timm", "efficientnet_lite0")
 GRAD_CHECKPOINTING_KINDS = ("timm", "efficientnet_lite0", "hf", "minilm")
 
@@ -215,6 +216,10 @@ class ImageDataConf(DataConf):
     # policy); unset: what the strategy trains with (strategy.augment; linear_probe: none, so features are cached)
     augment: str = "${oc.select:strategy.augment,basic}"
     shortcut: ShortcutConf = field(default_factory=ShortcutConf)
+    # decode and resize each image once, keep it as uint8 (tl_lightning/data/decoded_cache.py): auto | off | memory |
+    # disk (memory-mapped under paths.cache_dir/decoded). auto: disk for image files when it fits cache_max_gb
+    cache: str = "auto"
+    cache_max_gb: float = 8.0  # data.cache=auto caches only when the decoded splits fit in this
 
     @classmethod
     def has_groups(cls, data) -> bool:
@@ -226,6 +231,8 @@ class ImageDataConf(DataConf):
             check_choice(data.augment, AUGMENT_PRESETS, "strategy.augment")  # data.augment follows it
         check_choice(data.augment, AUGMENT_PRESETS, "data.augment")
         check_positive(data.image_size, "data.image_size")
+        check_choice(data.cache, CACHE_MODES, "data.cache")
+        check_positive(data.cache_max_gb, "data.cache_max_gb", allow_none=False)
         check_choice(data.shortcut.kind, SHORTCUT_KINDS, "data.shortcut.kind")
         if not 0.0 <= data.shortcut.train_correlation <= 1.0:
             raise ConfigError(f"config key 'data.shortcut.train_correlation': a probability in [0, 1], got "

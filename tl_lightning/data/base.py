@@ -5,7 +5,6 @@ Subclasses provide raw samples (``load``); the backbone's preprocessing turns th
 """
 
 import logging
-import signal
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional
 
@@ -15,8 +14,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from tl_lightning.context import DEFAULT_PATHS, DataPaths
+from tl_lightning.data.decoded_cache import DecodedCache, as_is
 from tl_lightning.data.groups import check_split_coverage
-from tl_lightning.data.samplers import BalancedSampler
+from tl_lightning.data.samplers import BalancedSampler, leave_stop_signals_to_main
 from tl_lightning.data.shortcut import apply_shortcut, group_counts, group_names
 from tl_lightning.data.sources import SplitDataset, class_counts
 from tl_lightning.data.splits import (
@@ -63,6 +63,7 @@ class TransferDataModule(L.LightningDataModule):
         self.paths = paths  # downloads and caches (tl_lightning.context.DataPaths)
         self.download_dir = paths.data_dir  # where data.download=true puts files when data.root is unset
         self.datasets: Dict[str, SplitDataset] = {}
+        self.loader_datasets: Dict[str, SplitDataset] = {}  # splits served from data.cache (decoded_cache.py)
         self.class_names: List[str] = []
         self.group_names: List[str] = []  # slice labels of batch["group"], when the data has groups
         self.split_info: Dict[str, Any] = {}
@@ -139,7 +140,10 @@ class TransferDataModule(L.LightningDataModule):
                                        self.class_names, "eval_per_class", strict=False)
             test_idx = per_class_subset(test_idx, labels(test_source, test_idx), cfg.eval_per_class, cfg.seed + 3,
                                         self.class_names, "eval_per_class", strict=False)
-        for source, idx in ((raw.train, train_idx), (val_source, val_idx), (test_source, test_idx)):
+        raw_splits = {"train": (raw.train, train_idx), "val": (val_source, val_idx), "test": (test_source, test_idx)}
+
+        def verify(split: str) -> None:  # open each file once, so a corrupt image fails now, not mid-epoch
+            source, idx = raw_splits[split]
             if hasattr(source, "verify"):
                 source.verify(idx)
 
@@ -174,6 +178,11 @@ class TransferDataModule(L.LightningDataModule):
             if absent:
                 self.split_info["groups"]["absent_in_val"] = absent
         self.task = TaskDescription.from_split_info(self.class_names, self.group_names, self.split_info)
+        # data.cache: the splits the loaders read decoded once (a valid cache file was verified when it was built)
+        self.loader_datasets = DecodedCache(self).build(verify)
+        for split in raw_splits:
+            if split not in self.loader_datasets:
+                verify(split)
         self.setup_unlabeled()
 
     def setup_unlabeled(self) -> None:
@@ -208,9 +217,12 @@ class TransferDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         cfg = self.cfg
+        dataset, workers = self.loader_datasets.get(split, self.datasets[split]), cfg.num_workers
+        if getattr(dataset, "transform", None) is as_is:  # decoded rows read as they are: workers would only add
+            workers = 0  # copies between processes
         return DataLoader(
-            self.datasets[split], batch_size=batch_size_for(cfg, split), num_workers=cfg.num_workers,
-            pin_memory=cfg.pin_memory, persistent_workers=cfg.num_workers > 0, collate_fn=self.preprocessing.collate,
+            dataset, batch_size=batch_size_for(cfg, split), num_workers=workers,
+            pin_memory=cfg.pin_memory, persistent_workers=workers > 0, collate_fn=self.preprocessing.collate,
             worker_init_fn=leave_stop_signals_to_main,
             **shuffle_kwargs(self, len(self.datasets[split]), cfg.seed, shuffle, self.datasets[split].targets,
                              self.datasets[split].sample_groups),
@@ -242,6 +254,9 @@ class TransferDataModule(L.LightningDataModule):
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         return joined_batch(batch)
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return model_inputs(batch, self.preprocessing)
+
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
 
@@ -249,13 +264,13 @@ class TransferDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-def leave_stop_signals_to_main(worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM and SIGINT. A signal sent to the whole process group (Ctrl-C in a
-    terminal, `timeout`, Slurm's time limit or preemption) would otherwise kill them mid-epoch, and the main
-    process, instead of stopping after the batch and saving last.ckpt, would fail with 'DataLoader worker is
-    killed by signal'. The main process shuts them down as usual; they also exit when it dies."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def model_inputs(batch, preprocessing):
+    """A batch read from data.cache (uint8 images, now on the device) made model input by the preprocessing's
+    batch transform (crop and flip for training batches, normalisation); any other batch unchanged."""
+    inputs = batch.get("inputs") if isinstance(batch, dict) else None
+    if isinstance(inputs, torch.Tensor) and inputs.dtype == torch.uint8:
+        batch = {**batch, "inputs": preprocessing.batch_inputs(inputs)}
+    return batch
 
 
 def batch_size_for(cfg, split: str) -> int:

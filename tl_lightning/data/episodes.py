@@ -12,7 +12,7 @@ from typing import Iterator, List, Sequence
 import numpy as np
 from torch.utils.data import DataLoader, DistributedSampler
 
-from tl_lightning.data.base import leave_stop_signals_to_main
+from tl_lightning.data.samplers import leave_stop_signals_to_main
 from tl_lightning.data.wrapped import WrappedDataModule
 
 

@@ -163,6 +163,8 @@ class HFImageSource:
     """The labelled rows of one split of a ``datasets`` dataset (row ids into it, targets), their images decoded one
     at a time from the Arrow files (``sample(i)``: a PIL image in RGB)."""
 
+    decodes_files = True  # encoded images (data.cache=auto caches them decoded)
+
     def __init__(self, ds, image_column: str, rows: np.ndarray, targets: np.ndarray, origin: str):
         import datasets
 

@@ -7,9 +7,12 @@ The sampler is a ``DistributedSampler`` so Lightning does not wrap it: every ran
 (positions rank, rank + world, ...). An epoch has as many steps as a plain shuffled one. Like
 ``EpochShuffleSampler``, it reseeds the epoch's random stream (augmentation, dropout) when iteration starts, so a
 run resumed at an epoch boundary continues exactly.
+
+Also what every loader's workers run first (``leave_stop_signals_to_main``).
 """
 
 import math
+import signal
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -41,3 +44,12 @@ class BalancedSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.per_rank
+
+
+def leave_stop_signals_to_main(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM and SIGINT. A signal sent to the whole process group (Ctrl-C in a
+    terminal, `timeout`, Slurm's time limit or preemption) would otherwise kill them mid-epoch, and the main
+    process, instead of stopping after the batch and saving last.ckpt, would fail with 'DataLoader worker is
+    killed by signal'. The main process shuts them down as usual; they also exit when it dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -29,6 +29,8 @@ class ArraySource:
 
 
 class FileSource:
+    decodes_files = True  # reading a sample decodes a file (data.cache=auto caches it)
+
     def __init__(self, paths: Sequence[str], targets: Sequence[int], origin: str):
         self.paths = list(paths)
         self.targets = np.asarray(targets, dtype=np.int64)
@@ -85,6 +87,8 @@ class FileSource:
 
 
 class TorchvisionSource:
+    decodes_files = True  # files (Food-101, Flowers-102) or small arrays made PIL images and resized
+
     def __init__(self, dataset, targets: Sequence[int], origin: str):
         self.dataset = dataset
         self.targets = np.asarray(targets, dtype=np.int64)

@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader, Sampler
 
 from tl_lightning.atomic import atomic_torch_save
 from tl_lightning.callbacks.misclassified import MisclassifiedExamples
-from tl_lightning.data.base import RawData, TransferDataModule, batch_size_for, leave_stop_signals_to_main
+from tl_lightning.data.base import RawData, TransferDataModule, batch_size_for
 from tl_lightning.data.groups import group_ids
 from tl_lightning.data.image_folder import _class_dirs
+from tl_lightning.data.samplers import leave_stop_signals_to_main
 from tl_lightning.errors import DataError
 from tl_lightning.registry import DATAMODULES
 from tl_lightning.tables import read_table, read_text_file

@@ -24,3 +24,7 @@ class WrappedDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return self.wrapped.test_dataloader()
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """The wrapped datamodule's loaders may serve data.cache's uint8 batches: its hook makes them model input."""
+        return self.wrapped.on_after_batch_transfer(batch, dataloader_idx)
