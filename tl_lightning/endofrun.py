@@ -51,6 +51,10 @@ def print_train_table(summary: Dict[str, Any], output_dir: str) -> None:
     ]
     if not test and val:
         rows[0] = ("val accuracy", _pct(val.get("val/acc")))
+    pruned = summary.get("optuna_pruning") or {}
+    if pruned.get("pruned"):  # a trial of hparams_search=optuna stopped by its pruner (callbacks/pruning.py)
+        rows.insert(4, ("optuna", f"trial {pruned['trial']} pruned after epoch {pruned['epoch']} "
+                                  f"({pruned['value']:.4f}, {pruned['pruner']} pruner)"))
     _print(f"{summary.get('strategy')} | {summary.get('backbone')} | {summary.get('dataset')} "
            f"| {summary.get('samples_per_class') or 'all'} per class | seed {summary.get('seed')}",
            rows + wandb_rows(output_dir) + (next_commands(ckpt) if ckpt else []))

@@ -1072,6 +1072,35 @@ class MixupConf:
 
 
 @dataclass
+class OptunaPruningConf:
+    """Pruning of hparams_search=optuna trials (tl_lightning/callbacks/pruning.py): each validation's monitored metric
+    is reported to the trial, and a trial that falls behind the others is recorded PRUNED and stopped. Not built
+    outside such a search (trial unset)."""
+
+    _target_: str = "tl_lightning.callbacks.pruning.optuna_pruning"
+    enabled: bool = True
+    # median (behind the median of earlier trials at the same epoch) | hyperband | none (report, never prune)
+    pruner: str = "median"
+    startup_trials: int = 4  # median: trials that run to the end before any is pruned
+    warmup_epochs: int = 2  # epochs every trial runs before it can be pruned (hyperband: its minimum resource)
+    monitor: str = "${optimized_metric}"
+    # set for each job by the sweeper (hydra/sweeper=tl_optuna), not by hand
+    trial: Optional[int] = None
+    study: Optional[str] = None
+    storage: Optional[str] = None
+
+    @classmethod
+    def check(cls, node, root=None) -> None:
+        check_choice(node.pruner, ("median", "hyperband", "none"), "callbacks.optuna_pruning.pruner")
+        for key in ("startup_trials", "warmup_epochs"):
+            if node[key] < 0:
+                raise ConfigError(f"config key 'callbacks.optuna_pruning.{key}': must be >= 0, got {node[key]}")
+        if node.trial is not None and not (node.study and node.storage):
+            raise ConfigError("callbacks.optuna_pruning.trial is set by the Optuna sweeper with its study and storage; "
+                              "run a search with hparams_search=optuna instead of setting it")
+
+
+@dataclass
 class CallbacksConf:
     model_checkpoint: ModelCheckpointConf = field(default_factory=ModelCheckpointConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
@@ -1086,6 +1115,7 @@ class CallbacksConf:
     weight_averaging: WeightAveragingConf = field(default_factory=WeightAveragingConf)
     temperature_scaling: TemperatureScalingConf = field(default_factory=TemperatureScalingConf)
     mixup: MixupConf = field(default_factory=MixupConf)
+    optuna_pruning: OptunaPruningConf = field(default_factory=OptunaPruningConf)
     # any further Lightning callbacks, each a {_target_: ..., ...} node
     extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -1093,6 +1123,7 @@ class CallbacksConf:
     def check(cls, cb, root=None) -> None:
         WeightAveragingConf.check(cb.weight_averaging, root)
         MixupConf.check(cb.mixup, root)
+        OptunaPruningConf.check(cb.optuna_pruning, root)
         for key in ("model_checkpoint", "early_stopping", "fairness", "plateau"):
             check_choice(cb[key].mode, ("min", "max"), f"callbacks.{key}.mode")
         fairness = cb.fairness
