@@ -38,7 +38,7 @@ def search(pruner: str, trials: int, sweep_dir: str, extra) -> dict:
     from tl_lightning.callbacks.optuna_storage import open_storage
 
     storage = open_storage(os.path.join(sweep_dir, "optuna.journal"))
-    study = optuna.load_study(study_name=None, storage=storage)
+    study = optuna.load_study(study_name=optuna.study.get_all_study_names(storage)[0], storage=storage)
     rows = []
     for trial in sorted(study.trials, key=lambda t: t.number):
         summary_path = Path(sweep_dir) / str(trial.number) / "summary.json"

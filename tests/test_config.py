@@ -146,6 +146,7 @@ def test_interpolations_are_resolved(compose):
     (["trainer.devices=abc"], ["trainer.devices", "'abc' is not valid", "auto"]),
     (["trainer.devices=0"], ["trainer.devices", "a count >= 1"]),
     (["trainer.precision=17"], ["trainer.precision", "'17' is not valid", "bf16-mixed"]),
+    (["trainer.compile=tensorrt"], ["trainer.compile", "'tensorrt' is not valid", "true (inductor), inductor, aot_eager, eager"]),
     (["trainer.max_epochs=0"], ["trainer.max_epochs", "must be >= 1"]),
     (["trainer.max_epochs=-1"], ["trainer.max_epochs", "trainer.max_steps"]),
     (["trainer.val_check_interval=2.5"], ["trainer.val_check_interval", "(0, 1]", "number of steps"]),

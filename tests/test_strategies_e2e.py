@@ -231,3 +231,21 @@ def test_checkpoint_backbone_rejects_foreign_and_truncated_files(tmp_path):
     truncated.write_bytes(foreign.read_bytes()[:40])
     expect_user_error(TINY + ["backbone=checkpoint", f"backbone.path={truncated}"], tmp_path / "b",
                       "backbone.path:", "truncated.ckpt", "not a readable checkpoint")
+
+
+def test_a_compiled_backbone_follows_progressive_unfreezing(tmp_path):
+    """trainer.compile with a strategy that changes the trainable set mid-run (a group unfrozen after epoch 0): dynamo
+    recompiles when requires_grad changes, so the compiled run trains as the eager one does, and its checkpoint keys
+    are the eager ones. aot_eager traces through dynamo and AOTAutograd and runs eager kernels: the whole compile
+    path but inductor's code generation (a minute or more on this CPU; its figures are in docs/speed.md)."""
+    args = TINY + ["strategy=progressive", "strategy.unfreeze_every=1", "trainer.max_epochs=2",
+                   "trainer.deterministic=true", "callbacks.early_stopping.enabled=false", "scheduler.name=none"]
+    _, eager = train_inprocess(args, tmp_path / "eager")
+    _, compiled = train_inprocess(args + ["trainer.compile=aot_eager"], tmp_path / "compiled")
+    assert compiled["strategy_info"] == eager["strategy_info"]  # the same groups unfrozen at the same epochs
+    assert eager["strategy_info"]["phase"] == 1  # head, then a group unfrozen: the trainable set changed
+    a, b = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for d in
+            (tmp_path / "eager", tmp_path / "compiled"))
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+    assert compiled["test"]["test/acc"] == pytest.approx(eager["test"]["test/acc"], abs=1e-6)

@@ -44,7 +44,7 @@ def apply_model_switches(module, trainer_cfg) -> None:
     if trainer_cfg.channels_last:
         module.use_channels_last()
     if trainer_cfg.compile:
-        module.backbone.model.compile()
+        module.backbone.model.compile(backend="inductor" if trainer_cfg.compile is True else trainer_cfg.compile)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

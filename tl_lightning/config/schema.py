@@ -797,7 +797,9 @@ class TrainerConf:
     profiler: Optional[str] = None
     # not Trainer arguments: applied to the model by the harness
     channels_last: bool = False  # NHWC memory format for convolutional backbones (faster on tensor cores)
-    compile: bool = False  # torch.compile the backbone (nn.Module.compile keeps checkpoint keys unchanged)
+    # torch.compile the backbone (nn.Module.compile keeps checkpoint keys unchanged): false | true (inductor) | a
+    # backend: inductor, aot_eager (traced, run eagerly: isolates tracing from code generation), eager (tracing only)
+    compile: Any = False
 
     @classmethod
     def check(cls, tr, root=None) -> None:
@@ -828,12 +830,16 @@ class TrainerConf:
         if tr.accelerator in ("gpu", "cuda") and not gpu_visible():
             raise ConfigError(f"trainer.accelerator={tr.accelerator} but this machine has no GPU; use trainer=cpu "
                               "(or trainer=ddp_cpu for two processes)")
+        if not isinstance(tr.compile, bool) and tr.compile not in COMPILE_BACKENDS:
+            raise ConfigError(f"config key 'trainer.compile': '{tr.compile}' is not valid; valid: false, true (inductor), "
+                              f"{', '.join(COMPILE_BACKENDS)}")
         if str(tr.strategy).startswith("fsdp") and tr.accelerator not in ("gpu", "cuda", "auto"):
             raise ConfigError(f"trainer.strategy={tr.strategy} with trainer.accelerator={tr.accelerator}: Lightning runs "
                               "FSDP on CUDA GPUs only; on CPUs use trainer=ddp_cpu (or backbone.grad_checkpointing=true "
                               "for less activation memory)")
 
 
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # trainer.compile's torch.compile backends
 PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
               "transformer-engine", "transformer-engine-float16")
 
