@@ -19,7 +19,6 @@ import lightning as L
 from tl_lightning.callbacks.optuna_storage import open_storage
 
 log = logging.getLogger(__name__)
-PRUNERS = ("median", "hyperband", "none")
 
 
 def optuna_pruning(trial: Optional[int], study: Optional[str], storage: Optional[str], monitor: str, pruner: str,
