@@ -41,7 +41,6 @@ from tl_lightning.data.sources import SplitDataset
 from tl_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
-MODES = ("auto", "off", "memory", "disk")
 VERSION = 1
 SPLITS = ("train", "val", "test")
 
@@ -132,7 +131,7 @@ def file_crc(path: str) -> int:
 
 
 class DecodedCache:
-    """The decoded splits of one set-up datamodule (``splits``: split -> SplitDataset the loaders read)."""
+    """data.cache for one set-up datamodule: ``build`` gives the split -> SplitDataset its loaders read."""
 
     def __init__(self, datamodule):
         self.dm = datamodule
@@ -157,7 +156,7 @@ class DecodedCache:
             sources = [self.dm.datasets[s].source for s in SPLITS]
             if not any(decodes_files(s) for s in sources):
                 return "off"
-            limit = float(self.cfg.get("cache_max_gb", 8.0)) * 2**30
+            limit = float(self.cfg.cache_max_gb) * 2**30
             need = self.size_bytes()
             if need > limit:
                 log.info("data.cache=auto: the decoded splits need %.1f GiB, over data.cache_max_gb=%s: not cached",
@@ -176,7 +175,6 @@ class DecodedCache:
             "dataset": self.dm.name,
             "origin": str(ds.source.origin),
             "indices": hashlib.sha256(np.ascontiguousarray(ds.indices, dtype=np.int64).tobytes()).hexdigest(),
-            "count": len(ds),
             "side": side,
             "channels": spec.channels,
             "interpolation": spec.interpolation,
